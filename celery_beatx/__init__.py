@@ -1,0 +1,1 @@
+"""celery-beatx: a SQL-backed Celery beat scheduler."""

@@ -1,0 +1,123 @@
+"""Schema management: upgrade to head, report the current revision, check it.
+
+Several processes starting at once on an empty or old database migrate exactly once: the
+upgrade runs under a database-level lock (advisory lock on PostgreSQL, ``GET_LOCK`` on
+MariaDB/MySQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite) and re-reads the revision
+once it holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+from .errors import SchemaOutOfDate
+
+VERSION_TABLE = "beatx_alembic_version"
+_LOCK_NAME = "celery_beatx_migrate"
+_PG_LOCK_KEY = 0x6265617478  # "beatx"
+MIGRATE_COMMAND = "celery -A <your app> beatx migrate"
+
+
+def _script_location() -> str:
+    from . import migrations
+
+    return os.path.dirname(os.path.abspath(migrations.__file__))
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic :class:`Config` pointing at the shipped migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", _script_location())
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest revision shipped with this release."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None`` for an empty database)."""
+    with engine.connect() as conn:
+        return _current(conn)
+
+
+def _current(conn: Connection) -> str | None:
+    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return ctx.get_current_revision()
+
+
+def is_current(engine: Engine) -> bool:
+    """True when the database schema is at this release's head."""
+    return current_revision(engine) == head_revision()
+
+
+@contextlib.contextmanager
+def _migration_lock(conn: Connection) -> Iterator[None]:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+    elif dialect in ("mysql", "mariadb"):
+        got = conn.execute(text("SELECT GET_LOCK(:n, 300)"), {"n": _LOCK_NAME}).scalar()
+        if got != 1:
+            raise TimeoutError("could not take the celery-beatx migration lock in 300 s")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _LOCK_NAME})
+    else:
+        # SQLite: the engine begins every transaction with BEGIN IMMEDIATE, which holds the
+        # database write lock for the whole upgrade transaction.
+        yield
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Upgrade the schema to ``revision`` (default: head); return the new revision.
+
+    Safe to call from several processes at once.
+    """
+    from alembic import command
+
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            with conn.begin():
+                if _current(conn) != head_revision() or revision != "head":
+                    command.upgrade(alembic_config(conn), revision)
+            return _current(conn)
+        with _migration_lock(conn):
+            if conn.in_transaction():
+                conn.commit()
+            if _current(conn) != head_revision() or revision != "head":
+                if conn.in_transaction():
+                    conn.commit()
+                with conn.begin():
+                    command.upgrade(alembic_config(conn), revision)
+            if conn.in_transaction():
+                conn.commit()
+            return _current(conn)
+
+
+def ensure_schema(engine: Engine, auto_migrate: bool) -> None:
+    """Upgrade when ``auto_migrate``; otherwise raise :class:`SchemaOutOfDate` if behind."""
+    if auto_migrate:
+        upgrade(engine)
+        return
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the celery-beatx schema is at {current or 'nothing (empty database)'} but this "
+            f"release needs {head}, and beatx_auto_migrate is off: run `{MIGRATE_COMMAND}`"
+        )

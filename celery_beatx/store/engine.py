@@ -1,0 +1,42 @@
+"""Engine creation with the per-dialect settings celery-beatx relies on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
+    """Create an engine for ``url``.
+
+    SQLite gets WAL journaling and a busy timeout so that a beat and an admin process can
+    share one file; other dialects get ``pool_pre_ping`` so a restarted server is survived.
+    """
+    opts: dict[str, Any] = dict(options or {})
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        opts.setdefault("connect_args", {}).setdefault("timeout", 30)
+        engine = create_engine(url, **opts)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if parsed.database not in (None, "", ":memory:"):
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Take the write lock at BEGIN: a deferred transaction that upgrades to a write
+            # later fails at once with SQLITE_BUSY instead of waiting for the lock.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    opts.setdefault("pool_pre_ping", True)
+    return create_engine(url, **opts)

@@ -1,0 +1,199 @@
+"""The ORM schema.  Every table is prefixed ``beatx_``.
+
+Designed for the whole product: definitions and state of tasks, their versions, the change
+feed (revision counter and tombstones), locks, runs, alerts and beat instances.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .types import DateTimeUTC
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_LENGTH = 200
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention so migrations name constraints stably."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTimeUTC(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+class Counter(Base):
+    """Named monotonically increasing counters; ``revision`` orders the change feed."""
+
+    __tablename__ = "beatx_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Task(Base):
+    """A scheduled task: its definition and its scheduling state."""
+
+    __tablename__ = "beatx_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    task: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    schedule: Mapped[dict[str, Any]]
+    args: Mapped[list[Any]]
+    kwargs: Mapped[dict[str, Any]]
+    queue: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    priority: Mapped[int | None]
+    expires: Mapped[float | None] = mapped_column(Float)
+    headers: Mapped[dict[str, Any]]
+    options: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    group: Mapped[str | None] = mapped_column("group_name", String(NAME_LENGTH), index=True)
+    tags: Mapped[list[Any]]
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    description: Mapped[str] = mapped_column(Text, default="")
+    depends_on: Mapped[list[Any]]
+    retry: Mapped[dict[str, Any] | None]
+    alerts: Mapped[dict[str, Any] | None]
+    calendar: Mapped[dict[str, Any] | None]
+    jitter: Mapped[float] = mapped_column(Float, default=0.0)
+    catchup: Mapped[str] = mapped_column(String(8), default="once")
+    catchup_limit: Mapped[int] = mapped_column(Integer, default=100)
+    overlap: Mapped[str] = mapped_column(String(16), default="allow")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # state
+    last_run_at: Mapped[datetime | None]
+    total_run_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_run_at: Mapped[datetime | None] = mapped_column(index=True)
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    paused_at: Mapped[datetime | None]
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Tombstone(Base):
+    """A removed task, so that the change feed tells running beats about removals."""
+
+    __tablename__ = "beatx_tombstones"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
+    removed_at: Mapped[datetime]
+
+
+class TaskVersion(Base):
+    """A full snapshot of a task's definition; version 1 is the task as created."""
+
+    __tablename__ = "beatx_task_versions"
+    __table_args__ = (UniqueConstraint("task_name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_name: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+
+class Dependency(Base):
+    """Edge ``task_name`` depends on ``depends_on`` (kept in sync with ``Task.depends_on``)."""
+
+    __tablename__ = "beatx_dependencies"
+
+    task_name: Mapped[str] = mapped_column(
+        String(NAME_LENGTH), ForeignKey("beatx_tasks.name", ondelete="CASCADE"), primary_key=True
+    )
+    depends_on: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True, index=True)
+
+
+class Lock(Base):
+    """Named leases (leader election, admin locks), timed by the database clock."""
+
+    __tablename__ = "beatx_locks"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class Run(Base):
+    """One send of a task (and, with tracking, its outcome)."""
+
+    __tablename__ = "beatx_runs"
+    __table_args__ = (
+        UniqueConstraint("task_id"),
+        Index("ix_beatx_runs_task_name_scheduled_at", "task_name", "scheduled_at"),
+        Index("ix_beatx_runs_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    task_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    task_id: Mapped[str] = mapped_column(String(64))
+    scheduled_at: Mapped[datetime]
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    instance_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    runtime: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Alert(Base):
+    """A stored alert."""
+
+    __tablename__ = "beatx_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    level: Mapped[str] = mapped_column(String(16), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    task_name: Mapped[str | None] = mapped_column(String(NAME_LENGTH), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(index=True)
+    data: Mapped[dict[str, Any] | None]
+
+
+class Instance(Base):
+    """A beat process: heartbeat written every tick."""
+
+    __tablename__ = "beatx_instances"
+
+    instance_id: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    is_leader: Mapped[bool] = mapped_column(Boolean, default=False)
