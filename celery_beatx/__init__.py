@@ -1,1 +1,78 @@
-"""celery-beatx: a SQL-backed Celery beat scheduler."""
+"""celery-beatx: a SQL-backed Celery beat scheduler with an admin API.
+
+Start beat with ``celery -A proj beat -S celery_beatx.Scheduler``; change schedules while it
+runs with :class:`BeatAdmin`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BeatxError,
+    DependencyCycle,
+    InvalidSchedule,
+    LockNotHeld,
+    SchemaOutOfDate,
+    TaskExists,
+    TaskNotFound,
+    VersionNotFound,
+)
+from .schedules import (
+    BaseSchedule,
+    Schedule,
+    cron,
+    crontab,
+    every,
+    from_celery,
+    schedule_from_dict,
+    solar,
+)
+
+if TYPE_CHECKING:
+    from .admin import BeatAdmin
+    from .definitions import TaskInfo
+    from .scheduler import Scheduler
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseSchedule",
+    "BeatAdmin",
+    "BeatxError",
+    "DependencyCycle",
+    "InvalidSchedule",
+    "LockNotHeld",
+    "Schedule",
+    "Scheduler",
+    "SchemaOutOfDate",
+    "TaskExists",
+    "TaskInfo",
+    "TaskNotFound",
+    "VersionNotFound",
+    "cron",
+    "crontab",
+    "every",
+    "from_celery",
+    "schedule_from_dict",
+    "solar",
+]
+
+_LAZY = {
+    "BeatAdmin": ("admin", "BeatAdmin"),
+    "TaskInfo": ("definitions", "TaskInfo"),
+    "Scheduler": ("scheduler", "Scheduler"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Scheduler imports Celery and BeatAdmin imports SQLAlchemy: load them on first use so
+    # ``import celery_beatx`` stays light and the schedule math stays import-clean.
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,458 @@
+"""``celery_beatx.Scheduler``: Celery's beat loop on a SQL database.
+
+Start beat with ``celery -A proj beat -S celery_beatx.Scheduler`` (or ``-S beatx``).
+
+The scheduler keeps enabled tasks in a heap ordered by next run time.  ``tick()`` sends every
+due task, records each run and the task's new state in the database, and sleeps until the
+next due task — at most ``beatx_sync_interval``, after which it reads only the tasks whose
+``revision`` is newer than the last one it saw (the change feed), never the whole table.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from celery import beat
+from celery.schedules import crontab as celery_crontab
+
+from .admin import BeatAdmin, load_schedule, utcnow
+from .config import BeatxConfig
+from .definitions import DEFAULTS, TaskInfo, coerce_schedule, validate_fields
+from .errors import BeatxError, SchemaOutOfDate
+from .migrate import ensure_schema
+from .schedules import BaseSchedule
+from .store.engine import make_engine
+from .store.models import Run, Task
+from .store.repository import Repository
+
+logger = logging.getLogger("celery_beatx.scheduler")
+UTC = timezone.utc
+RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
+
+#: ``options`` keys of a ``beat_schedule`` entry that have their own task field.
+_OWN_OPTION_FIELDS = ("queue", "priority", "expires", "headers")
+
+
+def run_task_id(name: str, scheduled_at: datetime, attempt: int = 0) -> str:
+    """Deterministic Celery task id of one occurrence, so duplicates are detectable."""
+    key = f"{name}\x00{scheduled_at.astimezone(UTC).isoformat()}\x00{attempt}"
+    return str(uuid.uuid5(RUN_NAMESPACE, key))
+
+
+class Entry(beat.ScheduleEntry):
+    """A task as beat holds it in memory: definition, schedule and next run time.
+
+    Unlike Celery's entry it is built from a database row and never rebuilds itself; the
+    scheduler advances it in place after each send.
+    """
+
+    def __init__(self, name: str | None = None, task: str | None = None,
+                 last_run_at: datetime | None = None, total_run_count: int | None = None,
+                 schedule: BaseSchedule | None = None, args: Any = (), kwargs: Any = None,
+                 options: Mapping[str, Any] | None = None, relative: bool = False,
+                 app: Any = None, next_run_at: datetime | None = None,
+                 info: TaskInfo | None = None) -> None:
+        # Celery's constructor would set ``schedule.app`` on our immutable schedules.
+        self.app = app
+        self.name = name
+        self.task = task
+        self.args = list(args or ())
+        self.kwargs = dict(kwargs or {})
+        self.options = dict(options or {})
+        self.schedule = schedule
+        self.last_run_at = last_run_at
+        self.total_run_count = total_run_count or 0
+        self.next_run_at = next_run_at
+        self.info = info
+
+    @classmethod
+    def from_info(cls, info: TaskInfo, app: Any = None) -> Entry:
+        """Build the entry for a task."""
+        options: dict[str, Any] = dict(info.options)
+        if info.queue:
+            options["queue"] = info.queue
+        if info.priority is not None:
+            options["priority"] = info.priority
+        if info.expires is not None:
+            options["expires"] = info.expires
+        if info.headers:
+            options["headers"] = dict(info.headers)
+        return cls(name=info.name, task=info.task, last_run_at=info.last_run_at,
+                   total_run_count=info.total_run_count, schedule=info.schedule,
+                   args=info.args, kwargs=info.kwargs, options=options, app=app,
+                   next_run_at=info.next_run_at, info=info)
+
+    def is_due(self) -> tuple[bool, float]:  # type: ignore[override]
+        """Celery-compatible ``(is_due, seconds_to_next)`` from the stored next run."""
+        now = utcnow()
+        if self.next_run_at is None:
+            return False, float("inf")
+        wait = (self.next_run_at - now).total_seconds()
+        return wait <= 0, max(wait, 0.0)
+
+    def __reduce__(self) -> Any:
+        return self.__class__, (self.name, self.task, self.last_run_at, self.total_run_count,
+                                self.schedule, self.args, self.kwargs, self.options)
+
+
+def config_entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a ``beat_schedule`` entry (Celery's dict form) onto task fields."""
+    options = dict(entry.get("options") or {})
+    fields: dict[str, Any] = {
+        "task": entry.get("task"),
+        "schedule": entry.get("schedule"),
+        "args": list(entry.get("args") or ()),
+        "kwargs": dict(entry.get("kwargs") or {}),
+    }
+    for key in _OWN_OPTION_FIELDS:
+        if key in options:
+            fields[key] = options.pop(key)
+    fields["options"] = options
+    return fields
+
+
+class Scheduler(beat.Scheduler):
+    """Celery beat scheduler backed by SQLAlchemy (see the module docstring)."""
+
+    Entry = Entry
+
+    def __init__(self, app: Any, *args: Any, schedule_filename: str | None = None,
+                 lazy: bool = False, clock: Callable[[], datetime] | None = None,
+                 **kwargs: Any) -> None:
+        self.schedule_filename = schedule_filename
+        self.beatx = BeatxConfig.from_app(app, schedule_filename)
+        self.clock = clock or utcnow
+        self._entries: dict[str, Entry] = {}
+        self._queue: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._revision = 0
+        self._last_poll = float("-inf")
+        self.engine: Any = None
+        self.repo: Repository | None = None
+        self.admin: BeatAdmin | None = None
+        super().__init__(app, *args, lazy=lazy, **kwargs)
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def setup_schedule(self) -> None:
+        """Connect, migrate (or refuse), sync ``beat_schedule`` and load enabled tasks."""
+        self.engine = make_engine(self.beatx.database_url, self.beatx.engine_options)
+        try:
+            ensure_schema(self.engine, self.beatx.auto_migrate)
+        except SchemaOutOfDate as exc:
+            logger.critical("beat: %s", exc)
+            raise SystemExit(f"celery-beatx: {exc}") from None
+        self.repo = Repository(self.engine)
+        self.admin = BeatAdmin(engine=self.engine, clock=self.clock, auto_migrate=False,
+                               instance_id=self.beatx.instance_id)
+        self.admin._schema_checked = True
+        self.admin.timezone = self.beatx.timezone
+        self.sync_config(self._config_entries())
+        self.recover()
+        self.load_all()
+
+    def _config_entries(self) -> dict[str, Any]:
+        entries = dict(self.app.conf.beat_schedule or {})
+        if self.app.conf.result_expires and not self.app.backend.supports_autoexpire:
+            entries.setdefault("celery.backend_cleanup", {
+                "task": "celery.backend_cleanup",
+                "schedule": celery_crontab("0", "4", "*"),
+                "options": {"expires": 12 * 3600},
+            })
+        return entries
+
+    def sync_config(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store ``beat_schedule`` entries as ``source="config"`` tasks.
+
+        New entries are added, changed ones updated (a new version), and config tasks no
+        longer in the config are disabled, never deleted.  A broken entry is logged and
+        skipped; the others are still synced.
+        """
+        assert self.admin is not None
+        admin = self.admin
+        existing = {t.name: t for t in admin.list()}
+        for name, entry in entries.items():
+            try:
+                fields = config_entry_fields(entry)
+                fields["schedule"] = coerce_schedule(fields["schedule"], self.beatx.timezone)
+                current = existing.get(name)
+                if current is None:
+                    admin.add(name, fields.pop("task"), fields.pop("schedule"),
+                              source="config", **fields)
+                elif current.source != "config":
+                    logger.warning("beat: beat_schedule entry %r is ignored: a task of that "
+                                   "name was added through the admin API", name)
+                else:
+                    changes = validate_fields(fields, self.beatx.timezone)
+                    wanted = dict(DEFAULTS)
+                    wanted.update(changes)
+                    definition = current.definition()
+                    diff = {k: v for k, v in wanted.items() if definition.get(k) != v}
+                    if diff or not current.enabled:
+                        admin.update(name, enabled=True, **fields)
+            except BeatxError as exc:
+                logger.error("beat: beat_schedule entry %r is invalid: %s", name, exc)
+        for name, info in existing.items():
+            if info.source == "config" and name not in entries and info.enabled:
+                logger.info("beat: %r left beat_schedule; disabling it", name)
+                admin.disable(name)
+
+    def recover(self) -> None:
+        """Re-send runs a crash left ``pending`` (recorded, not known to be sent).
+
+        They go out with the same task id, so a consumer can drop one if it did arrive.
+        """
+        assert self.repo is not None
+        with self.repo.transaction() as session:
+            left = self.repo.runs_with_status(session, ("pending",))
+            tasks = {t.name: t for t in self.repo.get_tasks(session, {r.task_name for r in left})}
+        if not left:
+            return
+        logger.warning("beat: %d run(s) were left pending by a crash; re-sending them", len(left))
+        sent, failed = [], []
+        for run in left:
+            row = tasks.get(run.task_name)
+            if row is None:
+                failed.append((run.task_id, "task was removed"))
+                continue
+            entry = Entry.from_info(self._info(row), app=self.app)
+            ok, error = self._send(entry, run.task_id, run.scheduled_at, run.attempt)
+            (sent.append(run.task_id) if ok else failed.append((run.task_id, error)))
+        self._mark(sent, failed)
+
+    def load_all(self) -> None:
+        """Load every enabled task into the heap (start-up and leadership changes)."""
+        assert self.repo is not None
+        with self.repo.transaction() as session:
+            # Read the revision first: a change committed while we load is seen again by
+            # the next poll rather than missed.
+            self._revision = self.repo.current_revision(session)
+            rows = self.repo.list_tasks(session, enabled=True)
+            entries = [self._entry_for(session, row) for row in rows]
+        self._entries = {e.name: e for e in entries if e is not None}
+        self._rebuild_queue()
+        self._last_poll = time.monotonic()
+        logger.info("beat: loaded %d enabled task(s)", len(self._entries))
+
+    def _info(self, row: Task) -> TaskInfo:
+        from .admin import info_from_row
+
+        return info_from_row(row)
+
+    def _entry_for(self, session: Any, row: Task) -> Entry | None:
+        """Entry for ``row``, or None (after marking it invalid) if it cannot be scheduled."""
+        assert self.repo is not None
+        schedule, problem = load_schedule(row.schedule)
+        if schedule is None:
+            if row.invalid_reason != problem:
+                logger.error("beat: task %r has an invalid schedule and is skipped: %s",
+                             row.name, problem)
+                self.repo.mark_invalid(session, row.name, problem)
+            return None
+        if row.invalid_reason:
+            self.repo.mark_invalid(session, row.name, None)
+        return Entry.from_info(self._info(row), app=self.app)
+
+    def _rebuild_queue(self) -> None:
+        self._queue = []
+        for entry in self._entries.values():
+            self._push(entry)
+
+    def _push(self, entry: Entry) -> None:
+        if entry.next_run_at is None:
+            return
+        self._seq += 1
+        heapq.heappush(self._queue, (entry.next_run_at.timestamp(), self._seq, entry.name))
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def poll_changes(self) -> int:
+        """Apply tasks changed since the last poll; returns how many changed."""
+        assert self.repo is not None
+        with self.repo.transaction() as session:
+            changed, removed = self.repo.changes_since(session, self._revision)
+            for row in changed:
+                self._revision = max(self._revision, row.revision)
+                entry = self._entry_for(session, row) if row.enabled else None
+                if entry is None:
+                    self._entries.pop(row.name, None)
+                else:
+                    self._entries[row.name] = entry
+                    self._push(entry)
+            for stone in removed:
+                self._revision = max(self._revision, stone.revision)
+                self._entries.pop(stone.name, None)
+        self._last_poll = time.monotonic()
+        if changed or removed:
+            logger.info("beat: picked up %d changed and %d removed task(s)",
+                        len(changed), len(removed))
+        return len(changed) + len(removed)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:  # type: ignore[override]
+        """Poll for changes when due, send every due task, return seconds to sleep."""
+        interval = self.beatx.sync_interval
+        if time.monotonic() - self._last_poll >= interval:
+            try:
+                self.poll_changes()
+            except Exception:
+                logger.exception("beat: could not read changes; retrying next tick")
+                self._last_poll = time.monotonic()
+        now = self.clock()
+        due = self._pop_due(now)
+        if due:
+            self.send_due(due, now)
+        wait = min(self.max_interval, interval - (time.monotonic() - self._last_poll))
+        if self._queue:
+            wait = min(wait, self._queue[0][0] - self.clock().timestamp())
+        return max(wait, 0.0)
+
+    def _pop_due(self, now: datetime) -> list[Entry]:
+        limit = now.timestamp()
+        due: list[Entry] = []
+        taken: set[str] = set()
+        queue = self._queue
+        while queue and queue[0][0] <= limit:
+            ts, _, name = heapq.heappop(queue)
+            entry = self._entries.get(name)
+            # Heap items are invalidated lazily: skip those whose entry moved or left.
+            if entry is None or entry.next_run_at is None or \
+                    entry.next_run_at.timestamp() != ts or name in taken:
+                continue
+            taken.add(name)
+            due.append(entry)
+        return due
+
+    def send_due(self, due: list[Entry], now: datetime) -> None:
+        """Record, send and confirm a batch of due entries.
+
+        The runs are written ``pending`` together with the tasks' new state before any
+        message leaves, and marked ``sent`` after: a crash in between leaves ``pending``
+        runs that :meth:`recover` re-sends with the same task id.
+        """
+        assert self.repo is not None
+        plans: list[tuple[Entry, datetime, datetime | None, str]] = []
+        for entry in due:
+            scheduled = entry.next_run_at
+            assert scheduled is not None
+            try:
+                assert entry.schedule is not None
+                following = entry.schedule.next_after(now, scheduled)
+            except Exception as exc:  # a broken schedule must not stop beat
+                self._invalidate(entry, f"{type(exc).__name__}: {exc}")
+                continue
+            plans.append((entry, scheduled, following, run_task_id(entry.name, scheduled)))
+        if not plans:
+            return
+        try:
+            with self.repo.transaction() as session:
+                self.repo.add_runs(session, [
+                    Run(task_name=e.name, task_id=tid, scheduled_at=sched, attempt=0,
+                        status="pending", instance_id=self.beatx.instance_id, created_at=now)
+                    for e, sched, _, tid in plans])
+                for entry, _, following, _ in plans:
+                    self.repo.save_state(session, entry.name, last_run_at=now,
+                                         total_run_count=entry.total_run_count + 1,
+                                         next_run_at=following)
+        except Exception:
+            logger.exception("beat: could not record %d due run(s); will retry", len(plans))
+            self._retry_later(plans, now)
+            return
+        sent: list[str] = []
+        failed: list[tuple[str, str]] = []
+        for entry, scheduled, following, task_id in plans:
+            entry.last_run_at = now
+            entry.total_run_count += 1
+            entry.next_run_at = following
+            self._push(entry)
+            ok, error = self._send(entry, task_id, scheduled, 0)
+            (sent.append(task_id) if ok else failed.append((task_id, error)))
+        self._mark(sent, failed)
+
+    def _retry_later(self, plans: list[Any], now: datetime) -> None:
+        retry_at = now + timedelta(seconds=self.beatx.sync_interval)
+        for entry, scheduled, *_ in plans:
+            self._seq += 1
+            heapq.heappush(self._queue, (scheduled.timestamp(), self._seq, entry.name))
+            entry.next_run_at = scheduled
+        if plans:
+            logger.debug("beat: next attempt at %s", retry_at.isoformat())
+
+    def _send(self, entry: Entry, task_id: str, scheduled: datetime,
+              attempt: int) -> tuple[bool, str]:
+        options = dict(entry.options)
+        headers = dict(options.pop("headers", None) or {})
+        headers["beatx_run"] = {"name": entry.name, "scheduled_at": scheduled.isoformat(),
+                                "attempt": attempt}
+        headers["celery_beat_task"] = True
+        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        try:
+            task = self.app.tasks.get(entry.task)
+            if task is not None:
+                task.apply_async(entry.args, entry.kwargs, producer=self.producer,
+                                 task_id=task_id, headers=headers, **options)
+            else:
+                self.app.send_task(entry.task, entry.args, entry.kwargs,
+                                   producer=self.producer, task_id=task_id, headers=headers,
+                                   **options)
+        except Exception as exc:
+            logger.exception("beat: could not send %s", entry.name)
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, ""
+
+    def _mark(self, sent: list[str], failed: list[tuple[str, str]]) -> None:
+        assert self.repo is not None
+        now = self.clock()
+        try:
+            with self.repo.transaction() as session:
+                if sent:
+                    self.repo.mark_runs(session, sent, status="sent", at=now)
+                for task_id, error in failed:
+                    self.repo.mark_runs(session, [task_id], status="send_failed", at=now,
+                                        error=error)
+        except Exception:
+            logger.exception("beat: could not mark %d run(s) sent; they stay pending and are "
+                             "re-sent with the same id at the next start", len(sent))
+
+    def _invalidate(self, entry: Entry, reason: str) -> None:
+        assert self.repo is not None
+        logger.error("beat: task %r is invalid and is skipped: %s", entry.name, reason)
+        self._entries.pop(entry.name, None)
+        try:
+            with self.repo.transaction() as session:
+                self.repo.mark_invalid(session, entry.name, reason)
+        except Exception:
+            logger.exception("beat: could not mark %r invalid", entry.name)
+
+    # -- Celery's Scheduler interface ----------------------------------------------------
+
+    def get_schedule(self) -> dict[str, Entry]:
+        return self._entries
+
+    def set_schedule(self, schedule: Any) -> None:
+        # Celery's base class assigns ``self.data``; our schedule lives in the database.
+        pass
+
+    schedule = property(get_schedule, set_schedule)  # type: ignore[assignment]
+
+    def sync(self) -> None:
+        """Nothing is buffered: every send is written when it happens."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.engine is not None:
+                self.engine.dispose()
+
+    @property
+    def info(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.beatx.database_url).render_as_string(hide_password=True)
+        return f"    . db -> {url}"
