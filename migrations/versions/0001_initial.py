@@ -1,4 +1,4 @@
-"""Initial schema: tasks, versions, dependencies, tombstones, counters, locks, runs, alerts, instances.
+"""Initial schema: tasks, versions, dependencies, change feed, locks, runs, alerts.
 
 Revision ID: 0001
 Revises: (none)
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import celery_beatx.store.types
-
 
 revision = "0001"
 down_revision = None

@@ -1,0 +1,269 @@
+"""The Scheduler in-process: injected clock, real databases, real Redis broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from celery.schedules import crontab as celery_crontab
+from kombu import Connection
+
+from celery_beatx import BeatAdmin, every
+from celery_beatx.scheduler import Scheduler, run_task_id
+from celery_beatx.store.models import Run, Task
+from dbs import unreachable
+
+UTC = timezone.utc
+REDIS = os.environ.get("BEATX_TEST_REDIS", "redis://127.0.0.1:6379/3")
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"beatx-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def app(db_url, queue_name):
+    app = Celery("beatx_test", broker=REDIS, set_as_current=False)
+    app.conf.update(beatx_database_url=db_url, task_default_queue=queue_name,
+                    beatx_sync_interval=1.0, result_expires=None, timezone="UTC")
+    try:
+        with Connection(REDIS) as conn:
+            conn.ensure_connection(max_retries=1)
+            conn.SimpleQueue(queue_name).close()  # declare so messages are kept
+    except Exception as exc:  # noqa: BLE001
+        unreachable("redis", exc)
+    yield app
+    with Connection(REDIS) as conn:
+        conn.SimpleQueue(queue_name).queue.delete()
+
+
+def drain(queue_name: str) -> list[dict]:
+    """Every message waiting in the queue, decoded (headers + body)."""
+    out = []
+    with Connection(REDIS) as conn:
+        q = conn.SimpleQueue(queue_name)
+        while True:
+            try:
+                msg = q.get(timeout=0.2)
+            except q.Empty:
+                break
+            args, kwargs, _ = msg.decode()
+            out.append({"headers": msg.headers, "args": args, "kwargs": kwargs,
+                        "properties": msg.properties})
+            msg.ack()
+        q.close()
+    return out
+
+
+def make(app, clock, **kw) -> Scheduler:
+    return Scheduler(app, clock=clock, **kw)
+
+
+def runs(db_url) -> list[Run]:
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(Run.task_name, Run.task_id, Run.scheduled_at,
+                                      Run.status).order_by(Run.id)).all()
+    engine.dispose()
+    return rows
+
+
+def test_sends_due_tasks_records_runs_and_state(app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("fast", "proj.fast", every(seconds=10), args=[1], kwargs={"k": "v"},
+              priority=3, expires=30, headers={"x-team": "ops"})
+    admin.add("slow", "proj.slow", every(hours=1))
+    beat = make(app, clock)
+    assert set(beat.schedule) == {"fast", "slow"}
+    assert beat.tick() <= 1.0  # nothing due yet; bounded by the sync interval
+    assert drain(queue_name) == []
+    clock.advance(seconds=10)
+    beat.tick()
+    msgs = drain(queue_name)
+    assert len(msgs) == 1
+    msg = msgs[0]
+    scheduled = datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC)
+    assert msg["headers"]["task"] == "proj.fast"
+    assert msg["headers"]["id"] == run_task_id("fast", scheduled)
+    assert msg["headers"]["beatx_run"]["name"] == "fast"
+    assert msg["headers"]["x-team"] == "ops"
+    assert msg["headers"]["expires"] is not None
+    assert msg["properties"]["priority"] == 3
+    assert (msg["args"], msg["kwargs"]) == ([1], {"k": "v"})
+    info = admin.get("fast")
+    assert info.total_run_count == 1 and info.last_run_at == clock.now
+    assert info.next_run_at == scheduled + timedelta(seconds=10)
+    assert [(r.task_name, r.status) for r in runs(db_url)] == [("fast", "sent")]
+    beat.close()
+
+
+def test_sends_several_due_in_one_tick_and_skips_missed(app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(20)])
+    beat = make(app, clock)
+    clock.advance(seconds=60)  # 11 occurrences missed: catch-up "once" sends one each
+    beat.tick()
+    assert len(drain(queue_name)) == 20
+    beat.tick()
+    assert drain(queue_name) == []
+    assert admin.get("t0").next_run_at == datetime(2026, 3, 1, 12, 1, 5, tzinfo=UTC)
+    beat.close()
+
+
+def test_picks_up_changes_through_the_change_feed(app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("a", "proj.a", every(seconds=5))
+    beat = make(app, clock)
+    assert beat.poll_changes() == 0
+    admin.add("b", "proj.b", every(seconds=5))
+    admin.update("a", args=[42])
+    assert beat.poll_changes() == 2
+    assert beat.schedule["a"].args == [42] and "b" in beat.schedule
+    admin.disable("b")
+    assert beat.poll_changes() == 1 and "b" not in beat.schedule
+    admin.remove("a")
+    assert beat.poll_changes() == 1 and beat.schedule == {}
+    assert beat.poll_changes() == 0
+    admin.enable("b")
+    beat.poll_changes()
+    clock.advance(seconds=5)
+    beat.tick()
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.b"]
+    beat.close()
+
+
+def test_beat_schedule_is_synced_as_config(app, db_url, clock):
+    app.conf.beat_schedule = {
+        "cfg-a": {"task": "proj.a", "schedule": 30.0, "args": (1,),
+                  "options": {"queue": "q1", "routing_key": "rk"}},
+        "cfg-b": {"task": "proj.b", "schedule": celery_crontab(minute="*/5")},
+    }
+    app.conf.timezone = "Europe/Paris"
+    make(app, clock).close()
+    admin = BeatAdmin(url=db_url, clock=clock)
+    a = admin.get("cfg-a")
+    assert a.source == "config" and a.queue == "q1" and a.options == {"routing_key": "rk"}
+    assert a.schedule == every(seconds=30) and a.args == [1]
+    b = admin.get("cfg-b")
+    assert b.schedule.to_dict()["timezone"] == "Europe/Paris"
+    # unchanged config: no new version; changed: new version; removed: disabled, kept
+    make(app, clock).close()
+    assert admin.get("cfg-a").version == 1
+    app.conf.beat_schedule = {"cfg-a": {"task": "proj.a", "schedule": 60.0}}
+    beat = make(app, clock)
+    assert admin.get("cfg-a").version == 2
+    assert admin.get("cfg-a").schedule == every(seconds=60)
+    assert admin.get("cfg-b").enabled is False
+    assert set(beat.schedule) == {"cfg-a"}
+    beat.close()
+
+
+def test_broken_stored_schedule_is_marked_invalid_and_beat_goes_on(
+        app, db_url, clock, queue_name, caplog):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("good", "proj.good", every(seconds=5))
+    admin.add("bad", "proj.bad", every(seconds=5))
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Task).where(Task.name == "bad")
+                     .values(schedule={"type": "crontab", "minute": "99"}))
+    engine.dispose()
+    with caplog.at_level(logging.ERROR, logger="celery_beatx"):
+        beat = make(app, clock)
+    assert "bad" in caplog.text
+    assert set(beat.schedule) == {"good"}
+    assert admin.get("bad").invalid_reason
+    clock.advance(seconds=5)
+    beat.tick()
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.good"]
+    beat.close()
+
+
+def test_restart_keeps_state_and_never_doubles(app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    for _ in range(3):
+        clock.advance(seconds=10)
+        beat.tick()
+    beat.close()
+    info = admin.get("job")
+    assert info.total_run_count == 3
+    beat = make(app, clock)  # restart at the same instant: nothing is due again
+    beat.tick()
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    assert admin.get("job").total_run_count == 4
+    ids = [m["headers"]["id"] for m in drain(queue_name)]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    scheduled = [r.scheduled_at for r in runs(db_url)]
+    assert len(scheduled) == len(set(scheduled)) == 4
+
+
+def test_pending_run_left_by_a_crash_is_resent_with_same_id(app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("job", "proj.job", every(seconds=10))
+    scheduled = clock.now
+    task_id = run_task_id("job", scheduled)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Run).values(task_name="job", task_id=task_id,
+                                           scheduled_at=scheduled, attempt=0,
+                                           status="pending", created_at=scheduled))
+    engine.dispose()
+    make(app, clock).close()
+    assert [m["headers"]["id"] for m in drain(queue_name)] == [task_id]
+    assert [r.status for r in runs(db_url)] == ["sent"]
+
+
+def test_lazy_construction_does_no_io(tmp_path, clock):
+    app = Celery("lazy", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.beatx_database_url = f"sqlite:///{tmp_path}/nope/never.sqlite3"
+    beat = Scheduler(app, lazy=True, clock=clock)
+    assert "never.sqlite3" in beat.info
+    assert not (tmp_path / "nope").exists()
+
+
+def test_default_database_follows_beat_s_option(tmp_path, clock, monkeypatch):
+    monkeypatch.delenv("BEATX_DATABASE_URL", raising=False)
+    app = Celery("dflt", broker="memory://", set_as_current=False)
+    app.conf.result_expires = None
+    beat = Scheduler(app, schedule_filename=str(tmp_path / "mybeat"), clock=clock)
+    beat.close()
+    assert (tmp_path / "mybeat.sqlite3").exists()
+
+
+def test_auto_migrate_off_refuses_an_old_schema(tmp_path, clock):
+    app = Celery("nomig", broker="memory://", set_as_current=False)
+    app.conf.update(beatx_database_url=f"sqlite:///{tmp_path}/empty.sqlite3",
+                    beatx_auto_migrate=False)
+    with pytest.raises(SystemExit, match="beatx migrate"):
+        Scheduler(app, clock=clock)
+
+
+def test_entry_point_alias_resolves():
+    from celery.beat import Service
+
+    app = Celery("alias", broker="memory://", set_as_current=False)
+    service = Service(app, scheduler_cls="beatx")
+    assert isinstance(service.get_scheduler(lazy=True), Scheduler)
+
+
+def test_export_state_is_json_with_state(app, db_url, clock):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    doc = json.loads(admin.export_state())
+    assert doc["tasks"][0]["total_run_count"] == 1
