@@ -1,0 +1,83 @@
+"""Schema migrations: fresh databases on every backend, concurrency, refusal when off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import sqlalchemy as sa
+
+from celery_beatx import SchemaOutOfDate, migrate
+from celery_beatx.store.engine import make_engine
+from celery_beatx.store.models import Base
+
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_upgrade_creates_prefixed_tables_and_leaves_host_history_alone(empty_db):
+    engine = make_engine(empty_db)
+    with engine.begin() as conn:  # a host application's own Alembic history
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('hostapp42')"))
+    assert migrate.current_revision(engine) is None
+    assert migrate.upgrade(engine) == migrate.head_revision()
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {t.name for t in Base.metadata.sorted_tables} <= tables
+    assert all(t.startswith("beatx_") for t in tables - {"alembic_version"})
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() \
+            == "hostapp42"
+    assert migrate.is_current(engine)
+    assert migrate.upgrade(engine) == migrate.head_revision()  # idempotent
+    engine.dispose()
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_schema_matches_models(empty_db):
+    """The shipped migrations produce exactly what the ORM models declare."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = make_engine(empty_db)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={
+            "include_object": lambda o, n, t, r, c: t != "table" or n.startswith("beatx_")
+            and n != migrate.VERSION_TABLE})
+        diff = compare_metadata(ctx, Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_auto_migrate_off_raises_on_empty_schema(empty_db):
+    engine = make_engine(empty_db)
+    with pytest.raises(SchemaOutOfDate, match="beatx migrate"):
+        migrate.ensure_schema(engine, auto_migrate=False)
+    assert migrate.current_revision(engine) is None  # nothing written
+    from celery_beatx import BeatAdmin
+
+    with pytest.raises(SchemaOutOfDate):
+        BeatAdmin(engine=engine, auto_migrate=False).list()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_concurrent_starts_migrate_exactly_once(empty_db):
+    script = textwrap.dedent(f"""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        from celery_beatx import migrate
+        from celery_beatx.store.engine import make_engine
+        print("REV", migrate.upgrade(make_engine({empty_db!r})))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    head = migrate.head_revision()
+    assert all(f"REV {head}" in out for out in outputs), outputs
+    assert sum(out.count("Running upgrade") for out in outputs) == 1, outputs
