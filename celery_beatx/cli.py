@@ -1,0 +1,267 @@
+"""``celery -A proj beatx <command>``: the admin API on the command line.
+
+Tables for people, ``--json`` for scripts.  Errors exit with status 1 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import click
+
+from .errors import BeatxError
+
+
+def _admin(ctx: click.Context) -> Any:
+    from .admin import BeatAdmin
+
+    url = ctx.meta.get("beatx_url")
+    if url:
+        return BeatAdmin(url=url)
+    app = getattr(ctx.obj, "app", None)
+    if app is None:
+        raise click.UsageError("give -A APP to celery, or --url to beatx")
+    return BeatAdmin(app)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def _emit(data: Any, as_json: bool, table: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, default=_default, indent=2, sort_keys=True))
+    else:
+        table(data)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S%z")
+    return str(value)
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> None:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    click.echo("  ".join("-" * w for w in widths))
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BeatxError as exc:
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _schedule_text(info: Any) -> str:
+    data = info.schedule_dict
+    kind = data.get("type")
+    if kind == "interval":
+        return f"every {data['seconds']}s"
+    if kind == "cron":
+        return f"cron {data.get('expr')}" + (
+            f" ({data['timezone']})" if data.get("timezone") else "")
+    if kind == "crontab":
+        fields = " ".join(str(data.get(k)) for k in (
+            "minute", "hour", "day_of_week", "day_of_month", "month_of_year"))
+        return f"crontab {fields}" + (f" ({data['timezone']})" if data.get("timezone") else "")
+    return json.dumps(data, sort_keys=True)
+
+
+@click.group(name="beatx")
+@click.option("--url", envvar="BEATX_ADMIN_URL", default=None,
+              help="Database URL (default: the app's beatx_database_url).")
+@click.pass_context
+def beatx(ctx: click.Context, url: str | None, **_preload: Any) -> None:
+    """Manage celery-beatx schedules."""
+    ctx.meta["beatx_url"] = url
+
+
+@beatx.command()
+@click.pass_context
+@_errors
+def migrate(ctx: click.Context) -> None:
+    """Upgrade the schedule database to this release's schema."""
+    from . import migrate as m
+
+    admin = _admin(ctx)
+    before = m.current_revision(admin.engine)
+    after = m.upgrade(admin.engine)
+    click.echo(f"schema: {before or 'empty'} -> {after}")
+
+
+@beatx.command(name="list")
+@click.option("--group")
+@click.option("--tag")
+@click.option("--enabled/--disabled", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def list_(ctx: click.Context, group: str | None, tag: str | None, enabled: bool | None,
+          as_json: bool) -> None:
+    """List tasks."""
+    tasks = _admin(ctx).list(group=group, tag=tag, enabled=enabled)
+    _emit([_info_dict(t) for t in tasks], as_json, lambda rows: _table(
+        [[t["name"], t["task"], _schedule_text(i), "yes" if t["enabled"] else "no",
+          t["next_run_at"], t["last_run_at"], t["total_run_count"]]
+         for t, i in zip(rows, tasks)],
+        ["name", "task", "schedule", "enabled", "next run", "last run", "runs"]))
+
+
+def _info_dict(info: Any) -> dict[str, Any]:
+    data = asdict(info)
+    data["schedule"] = data.pop("schedule_dict")
+    return data
+
+
+@beatx.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one task."""
+    info = _admin(ctx).get(name)
+    data = _info_dict(info)
+
+    def table(d: dict[str, Any]) -> None:
+        for key in sorted(d):
+            click.echo(f"{key:>16}: {_fmt(d[key])}")
+
+    _emit(data, as_json, table)
+
+
+@beatx.command()
+@click.argument("name")
+@click.argument("task")
+@click.option("--every", "interval", type=float, help="Interval in seconds.")
+@click.option("--cron", "cron_expr", help='Standard 5-field cron, e.g. "0 9 * * 1-5".')
+@click.option("--timezone", default=None)
+@click.option("--args", "args_json", default="[]", help="JSON list.")
+@click.option("--kwargs", "kwargs_json", default="{}", help="JSON object.")
+@click.option("--queue")
+@click.option("--disabled", is_flag=True)
+@click.pass_context
+@_errors
+def add(ctx: click.Context, name: str, task: str, interval: float | None,
+        cron_expr: str | None, timezone: str | None, args_json: str, kwargs_json: str,
+        queue: str | None, disabled: bool) -> None:
+    """Add a task with --every SECONDS or --cron EXPR."""
+    from .schedules import cron, every
+
+    if (interval is None) == (cron_expr is None):
+        raise click.UsageError("give exactly one of --every and --cron")
+    schedule = every(seconds=interval) if interval is not None else cron(cron_expr,
+                                                                         timezone=timezone)
+    try:
+        args, kwargs = json.loads(args_json), json.loads(kwargs_json)
+    except ValueError as exc:
+        raise click.UsageError(f"--args/--kwargs must be JSON: {exc}") from None
+    info = _admin(ctx).add(name, task, schedule, args=args, kwargs=kwargs, queue=queue,
+                           enabled=not disabled)
+    click.echo(f"added {info.name} (next run {_fmt(info.next_run_at)})")
+
+
+def _simple(verb: str, method: str) -> None:
+    @beatx.command(name=verb, help=f"{verb.capitalize()} a task.")
+    @click.argument("name")
+    @click.pass_context
+    @_errors
+    def command(ctx: click.Context, name: str) -> None:
+        getattr(_admin(ctx), method)(name)
+        click.echo(f"{verb}d {name}" if verb.endswith("e") else f"{verb}ed {name}")
+
+
+for _verb in ("enable", "disable", "remove"):
+    _simple(_verb, _verb)
+
+
+@beatx.command(name="next")
+@click.argument("name")
+@click.option("-n", "count", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def next_(ctx: click.Context, name: str, count: int, as_json: bool) -> None:
+    """Show the next fire times of a task."""
+    runs = _admin(ctx).next_runs(name, count)
+    _emit(runs, as_json, lambda rows: [click.echo(r.isoformat()) for r in rows])
+
+
+@beatx.command()
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def history(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+    """Show the newest runs of a task."""
+    runs = _admin(ctx).history(name, limit)
+    _emit([asdict(r) for r in runs], as_json, lambda rows: _table(
+        [[r["scheduled_at"], r["status"], r["attempt"], r["task_id"], r["error"]]
+         for r in rows], ["scheduled", "status", "attempt", "task id", "error"]))
+
+
+@beatx.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def versions(ctx: click.Context, name: str, as_json: bool) -> None:
+    """List the versions of a task."""
+    rows = [asdict(v) for v in _admin(ctx).versions(name)]
+    _emit(rows, as_json, lambda rs: _table(
+        [[r["version"], r["created_at"], r["comment"], json.dumps(r["definition"]["schedule"])]
+         for r in rs], ["version", "created", "comment", "schedule"]))
+
+
+@beatx.command()
+@click.argument("name")
+@click.argument("version", type=int)
+@click.pass_context
+@_errors
+def rollback(ctx: click.Context, name: str, version: int) -> None:
+    """Make an older version current again (as a new version)."""
+    info = _admin(ctx).rollback(name, version)
+    click.echo(f"{name} is now version {info.version} (= version {version})")
+
+
+@beatx.command(name="export")
+@click.option("-o", "--output", type=click.File("w"), default="-")
+@click.pass_context
+@_errors
+def export_(ctx: click.Context, output: Any) -> None:
+    """Write every task, definition and state, as JSON."""
+    output.write(_admin(ctx).export_state() + "\n")
+
+
+@beatx.command(name="import")
+@click.argument("source", type=click.File("r"))
+@click.option("--replace", is_flag=True, help="Also remove tasks the document does not name.")
+@click.pass_context
+@_errors
+def import_(ctx: click.Context, source: Any, replace: bool) -> None:
+    """Load a JSON document written by `export` (all or nothing)."""
+    count = _admin(ctx).import_state(source.read(), mode="replace" if replace else "merge")
+    click.echo(f"imported {count} task(s)")
