@@ -24,7 +24,7 @@ from celery.schedules import crontab as celery_crontab
 from .admin import BeatAdmin, load_schedule, utcnow
 from .config import BeatxConfig
 from .definitions import DEFAULTS, TaskInfo, coerce_schedule, validate_fields
-from .errors import BeatxError, SchemaOutOfDate
+from .errors import BeatxError, SchemaOutOfDate, TaskExists
 from .migrate import ensure_schema
 from .schedules import BaseSchedule
 from .store.engine import make_engine
@@ -176,7 +176,7 @@ class Scheduler(beat.Scheduler):
         """
         assert self.admin is not None
         admin = self.admin
-        existing = {t.name: t for t in admin.list()}
+        existing = {t.name: t for t in admin.list(source="config")}
         for name, entry in entries.items():
             try:
                 fields = config_entry_fields(entry)
@@ -185,9 +185,6 @@ class Scheduler(beat.Scheduler):
                 if current is None:
                     admin.add(name, fields.pop("task"), fields.pop("schedule"),
                               source="config", **fields)
-                elif current.source != "config":
-                    logger.warning("beat: beat_schedule entry %r is ignored: a task of that "
-                                   "name was added through the admin API", name)
                 else:
                     changes = validate_fields(fields, self.beatx.timezone)
                     wanted = dict(DEFAULTS)
@@ -196,6 +193,9 @@ class Scheduler(beat.Scheduler):
                     diff = {k: v for k, v in wanted.items() if definition.get(k) != v}
                     if diff or not current.enabled:
                         admin.update(name, enabled=True, **fields)
+            except TaskExists:
+                logger.warning("beat: beat_schedule entry %r is ignored: a task of that "
+                               "name was added through the admin API", name)
             except BeatxError as exc:
                 logger.error("beat: beat_schedule entry %r is invalid: %s", name, exc)
         for name, info in existing.items():

@@ -267,3 +267,17 @@ def test_export_state_is_json_with_state(app, db_url, clock):
     beat.close()
     doc = json.loads(admin.export_state())
     assert doc["tasks"][0]["total_run_count"] == 1
+
+
+def test_config_entry_does_not_override_an_api_task(app, db_url, clock, caplog):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("shared", "proj.api", every(seconds=7))
+    app.conf.beat_schedule = {"shared": {"task": "proj.cfg", "schedule": 5.0},
+                              "broken": {"task": "proj.x", "schedule": "soon"},
+                              "fine": {"task": "proj.fine", "schedule": 5.0}}
+    with caplog.at_level(logging.WARNING, logger="celery_beatx"):
+        make(app, clock).close()
+    info = admin.get("shared")
+    assert (info.task, info.source) == ("proj.api", "api")
+    assert "ignored" in caplog.text and "'broken' is invalid" in caplog.text
+    assert admin.get("fine").source == "config"
