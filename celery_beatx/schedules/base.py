@@ -5,6 +5,7 @@ Schedules are immutable values: pure computation on aware datetimes, no I/O, no 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -49,7 +50,9 @@ class BaseSchedule:
         """
         raise NotImplementedError
 
-    def is_due(self, last_run_at: datetime | None, now: datetime | None = None) -> tuple[bool, float]:
+    def is_due(
+        self, last_run_at: datetime | None, now: datetime | None = None
+    ) -> tuple[bool, float]:
         """Celery-compatible ``(is_due, seconds_to_next)``.
 
         :param last_run_at: when the task last ran (``None``: never).
@@ -124,11 +127,15 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
                              ("days", days)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidSchedule(f"{field} {value!r} is not a number", field)
+            if not math.isfinite(value):
+                raise InvalidSchedule(f"{field} {value!r} is not finite", field)
             if value < 0:
                 raise InvalidSchedule(f"{field} {value!r} is negative", field)
         total = seconds + minutes * 60 + hours * 3600 + days * 86400
         if total <= 0:
             raise InvalidSchedule(f"interval {total!r}s is not positive", "interval")
+        if total > timedelta.max.total_seconds() / 2:
+            raise InvalidSchedule(f"interval {total!r}s is too long", "interval")
         self.seconds = float(total)
 
     @property

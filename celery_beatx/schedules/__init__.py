@@ -1,0 +1,46 @@
+"""Schedules: pure computation of fire times on aware datetimes (no I/O, no Celery).
+
+Every schedule is an immutable value with ``next_after``, ``is_due`` and a lossless
+``to_dict`` form that :func:`schedule_from_dict` reads back.
+"""
+
+from __future__ import annotations
+
+from .base import BaseSchedule, every, register_kind, schedule_from_dict
+from .convert import from_celery
+from .crontab import cron, crontab
+from .solar import solar
+
+__all__ = [
+    "BaseSchedule",
+    "Schedule",
+    "cron",
+    "crontab",
+    "every",
+    "from_celery",
+    "register_kind",
+    "schedule_from_dict",
+    "solar",
+]
+
+
+class Schedule:
+    """The seed's constructor spellings, e.g. ``Schedule.crontab("0", "9", "1", "*", "*")``."""
+
+    @staticmethod
+    def interval(seconds: float) -> every:
+        """Every ``seconds`` seconds."""
+        return every(seconds=seconds)
+
+    @staticmethod
+    def crontab(minute: object = "*", hour: object = "*", day_of_week: object = "*",
+                day_of_month: object = "*", month_of_year: object = "*",
+                timezone: object = None) -> crontab:
+        """A :class:`crontab` (fields in Celery's order, day of week before day of month)."""
+        return crontab(minute, hour, day_of_week, day_of_month, month_of_year,
+                       timezone=timezone)
+
+    @staticmethod
+    def solar(event: str, lat: float, lon: float, elevation: float = 0.0) -> solar:
+        """A :class:`solar` schedule at latitude ``lat``, longitude ``lon``."""
+        return solar(event, lat, lon, elevation)
