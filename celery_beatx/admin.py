@@ -6,6 +6,7 @@ validated completely before anything is written.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,9 +76,22 @@ class RunInfo:
 
 
 def load_schedule(data: Mapping[str, Any]) -> tuple[BaseSchedule | None, str | None]:
-    """Load a stored schedule; on failure return ``(None, reason)`` instead of raising."""
+    """Load a stored schedule; on failure return ``(None, reason)`` instead of raising.
+
+    Schedules are immutable, so equal stored forms share one parsed object: beat start-up
+    with thousands of tasks parses each distinct schedule once.
+    """
     try:
-        return schedule_from_dict(dict(data)), None
+        key = json.dumps(data, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return _load_schedule_cached(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_schedule_cached(key: str) -> tuple[BaseSchedule | None, str | None]:
+    try:
+        return schedule_from_dict(json.loads(key)), None
     except Exception as exc:  # a broken row must never stop a listing or beat
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -87,9 +101,10 @@ def definition_of(row: Task) -> dict[str, Any]:
     return {key: getattr(row, key) for key in DEFINITION_FIELDS}
 
 
-def info_from_row(row: Task) -> TaskInfo:
-    """Build the public :class:`TaskInfo` for a task row."""
-    schedule, problem = load_schedule(row.schedule)
+def info_from_row(row: Task, loaded: tuple[BaseSchedule | None, str | None] | None = None
+                  ) -> TaskInfo:
+    """Build the public :class:`TaskInfo` for a task row (``loaded``: its parsed schedule)."""
+    schedule, problem = loaded if loaded is not None else load_schedule(row.schedule)
     fields = definition_of(row)
     fields.pop("schedule")
     return TaskInfo(
@@ -110,6 +125,8 @@ def info_from_row(row: Task) -> TaskInfo:
 def first_run_at(schedule: BaseSchedule, now: datetime,
                  last_run_at: datetime | None = None) -> datetime | None:
     """When a task (new, changed or re-enabled) should next run."""
+    if last_run_at is None:
+        return schedule.initial_run_at(now)
     return schedule.next_after(now, last_run_at)
 
 
@@ -152,11 +169,11 @@ class BeatAdmin:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _tx(self):  # type: ignore[no-untyped-def]
+    def _tx(self, readonly: bool = False):  # type: ignore[no-untyped-def]
         if not self._schema_checked:
             ensure_schema(self.engine, self.auto_migrate)
             self._schema_checked = True
-        return self.repo.transaction()
+        return self.repo.transaction(readonly=readonly)
 
     def _now(self) -> datetime:
         now = self.clock()
@@ -193,21 +210,25 @@ class BeatAdmin:
         if cycle:
             raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
 
-    def _insert(self, session: Session, spec: dict[str, Any], now: datetime,
-                revision: int, source: str) -> Task:
-        schedule = schedule_from_dict(spec["schedule"])
-        row = Task(
-            **{k: spec[k] for k in DEFINITION_FIELDS},
-            name=spec["name"], enabled=spec["enabled"], source=source, version=1,
-            last_run_at=None, total_run_count=0,
-            next_run_at=first_run_at(schedule, now),
-            revision=revision, created_at=now, updated_at=now,
-        )
-        self.repo.clear_tombstone(session, row.name)
-        self.repo.add_task(session, row)
-        self.repo.add_version(session, row.name, 1, definition_of(row), now,
-                              self.instance_id, "created")
-        return row
+    def _insert(self, session: Session, specs: Sequence[tuple[dict[str, Any], str]],
+                now: datetime, revision: int) -> list[Task]:
+        """Insert validated specs (with version 1 of each) in one flush."""
+        rows = []
+        for spec, source in specs:
+            schedule = schedule_from_dict(spec["schedule"])
+            rows.append(Task(
+                **{k: spec[k] for k in DEFINITION_FIELDS},
+                name=spec["name"], enabled=spec["enabled"], source=source, version=1,
+                last_run_at=None, total_run_count=0,
+                next_run_at=first_run_at(schedule, now),
+                revision=revision, created_at=now, updated_at=now,
+            ))
+        self.repo.add_tasks(session, rows)
+        for row in rows:
+            self.repo.add_version(session, row.name, 1, definition_of(row), now,
+                                  self.instance_id, "created")
+        session.flush()
+        return rows
 
     # -- create, change, remove ----------------------------------------------------------
 
@@ -248,8 +269,7 @@ class BeatAdmin:
                     session, {d for deps in edges.values() for d in deps})
                 self._check_dependencies(session, edges, known)
             revision = self.repo.next_revision(session)
-            rows = [self._insert(session, spec, now, revision, source)
-                    for spec, source in prepared]
+            rows = self._insert(session, prepared, now, revision)
             return [info_from_row(r) for r in rows]
 
     def update(self, name: str, **fields: Any) -> TaskInfo:
@@ -271,8 +291,11 @@ class BeatAdmin:
             return info_from_row(row)
 
     def _apply(self, session: Session, row: Task, changes: Mapping[str, Any], now: datetime,
-               comment: str) -> bool:
-        """Apply validated ``changes`` to ``row``; returns whether anything changed."""
+               comment: str, revision: int | None = None) -> bool:
+        """Apply validated ``changes`` to ``row``; returns whether anything changed.
+
+        ``revision``: the change revision to stamp (batch calls take one for all rows).
+        """
         before = definition_of(row)
         was_enabled = row.enabled
         for key, value in changes.items():
@@ -291,9 +314,8 @@ class BeatAdmin:
             schedule, problem = load_schedule(row.schedule)
             row.invalid_reason = problem
             row.next_run_at = first_run_at(schedule, now, row.last_run_at) if schedule else None
-        row.revision = self.repo.next_revision(session)
+        row.revision = revision if revision is not None else self.repo.next_revision(session)
         row.updated_at = now
-        session.flush()
         return True
 
     def remove(self, name: str) -> None:
@@ -319,10 +341,9 @@ class BeatAdmin:
                 raise InvalidSchedule(
                     f"depends_on: task {a!r} depends on {b!r}; remove or change it first",
                     "depends_on")
-            revision = self.repo.next_revision(session)
-            for name in names:
-                self.repo.delete_versions(session, name)
-                self.repo.remove_task(session, rows[name], revision, now)
+            for row in rows.values():
+                session.expunge(row)
+            self.repo.remove_tasks(session, names, self.repo.next_revision(session), now)
             return len(names)
 
     # -- enable / disable ------------------------------------------------------------------
@@ -339,11 +360,14 @@ class BeatAdmin:
                      tag: str | None = None) -> int:
         now = self._now()
         with self._tx() as session:
-            rows = self.repo.list_tasks(session, group=group, tag=tag)
-            count = 0
+            rows = [r for r in self.repo.list_tasks(session, group=group, tag=tag)
+                    if r.enabled != enabled]
+            if not rows:
+                return 0
+            revision = self.repo.next_revision(session)
             for row in rows:
-                count += self._apply(session, row, {"enabled": enabled}, now, "enabled")
-            return count
+                self._apply(session, row, {"enabled": enabled}, now, "enabled", revision)
+            return len(rows)
 
     def enable_group(self, group: str) -> int:
         """Enable every task of ``group``; returns how many changed."""
@@ -365,13 +389,13 @@ class BeatAdmin:
 
     def get(self, name: str) -> TaskInfo:
         """One task. :raises TaskNotFound: no such task."""
-        with self._tx() as session:
+        with self._tx(readonly=True) as session:
             return info_from_row(self._row(session, name))
 
     def list(self, group: str | None = None, tag: str | None = None,
              enabled: bool | None = None, source: str | None = None) -> list[TaskInfo]:
         """Tasks, by name, optionally filtered by group, tag, enabled state and source."""
-        with self._tx() as session:
+        with self._tx(readonly=True) as session:
             rows = self.repo.list_tasks(session, group=group, tag=tag, enabled=enabled,
                                         source=source)
             return [info_from_row(r) for r in rows]
@@ -397,7 +421,7 @@ class BeatAdmin:
 
     def versions(self, name: str) -> list[Version]:
         """Every version of a task, oldest first."""
-        with self._tx() as session:
+        with self._tx(readonly=True) as session:
             self._row(session, name)
             return [Version(v.version, dict(v.definition), v.created_at, v.created_by,
                             v.comment) for v in self.repo.versions(session, name)]
@@ -424,7 +448,7 @@ class BeatAdmin:
 
     def history(self, name: str, limit: int = 50) -> list[RunInfo]:
         """The newest ``limit`` runs of a task, newest first."""
-        with self._tx() as session:
+        with self._tx(readonly=True) as session:
             return [RunInfo(r.task_name, r.task_id, r.scheduled_at, r.attempt, r.status,
                             r.sent_at, r.started_at, r.finished_at, r.runtime, r.error)
                     for r in self.repo.runs_for(session, name, limit)]
@@ -433,7 +457,7 @@ class BeatAdmin:
 
     def export_state(self) -> str:
         """All tasks, definition and state, as a JSON document (``celery-beatx/1``)."""
-        with self._tx() as session:
+        with self._tx(readonly=True) as session:
             rows = self.repo.list_tasks(session)
             tasks = [dict(definition_of(r), name=r.name, enabled=r.enabled, source=r.source,
                           version=r.version, last_run_at=_iso(r.last_run_at),
@@ -484,20 +508,24 @@ class BeatAdmin:
             self._check_dependencies(session, {k: v for k, v in edges.items() if v}, known)
             revision = self.repo.next_revision(session)
             for row in stale:
-                self.repo.delete_versions(session, row.name)
-                self.repo.remove_task(session, row, revision, now)
+                session.expunge(row)
+            if stale:
+                self.repo.remove_tasks(session, [r.name for r in stale], revision, now)
+            new = [(spec, state.pop("source")) for spec, state in prepared
+                   if spec["name"] not in existing]
+            inserted = {r.name: r for r in self._insert(session, new, now, revision)}
             for spec, state in prepared:
-                row = existing.get(spec["name"])
+                row = inserted.get(spec["name"])
                 if row is None:
-                    row = self._insert(session, spec, now, revision, state.pop("source"))
-                else:
+                    row = existing[spec["name"]]
                     state.pop("source")
                     self._apply(session, row, {k: spec[k] for k in (*DEFINITION_FIELDS,
-                                                                    "enabled")}, now, "imported")
+                                                                    "enabled")},
+                                now, "imported", revision)
                     row.revision = revision
                 for key, value in state.items():
                     setattr(row, key, value)
-                session.flush()
+            session.flush()
             return len(prepared)
 
 

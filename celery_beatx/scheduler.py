@@ -21,7 +21,7 @@ from typing import Any
 from celery import beat
 from celery.schedules import crontab as celery_crontab
 
-from .admin import BeatAdmin, load_schedule, utcnow
+from .admin import BeatAdmin, info_from_row, load_schedule, utcnow
 from .config import BeatxConfig
 from .definitions import DEFAULTS, TaskInfo, coerce_schedule, validate_fields
 from .errors import BeatxError, SchemaOutOfDate, TaskExists
@@ -209,7 +209,7 @@ class Scheduler(beat.Scheduler):
         They go out with the same task id, so a consumer can drop one if it did arrive.
         """
         assert self.repo is not None
-        with self.repo.transaction() as session:
+        with self.repo.transaction(readonly=True) as session:
             left = self.repo.runs_with_status(session, ("pending",))
             tasks = {t.name: t for t in self.repo.get_tasks(session, {r.task_name for r in left})}
         if not left:
@@ -229,35 +229,49 @@ class Scheduler(beat.Scheduler):
     def load_all(self) -> None:
         """Load every enabled task into the heap (start-up and leadership changes)."""
         assert self.repo is not None
-        with self.repo.transaction() as session:
+        marks: dict[str, str | None] = {}
+        with self.repo.transaction(readonly=True) as session:
             # Read the revision first: a change committed while we load is seen again by
             # the next poll rather than missed.
             self._revision = self.repo.current_revision(session)
             rows = self.repo.list_tasks(session, enabled=True)
-            entries = [self._entry_for(session, row) for row in rows]
+            entries = [self._entry_for(row, marks) for row in rows]
         self._entries = {e.name: e for e in entries if e is not None}
         self._rebuild_queue()
         self._last_poll = time.monotonic()
+        self._save_marks(marks)
         logger.info("beat: loaded %d enabled task(s)", len(self._entries))
 
-    def _info(self, row: Task) -> TaskInfo:
-        from .admin import info_from_row
+    def _info(self, row: Task, loaded: Any = None) -> TaskInfo:
+        return info_from_row(row, loaded)
 
-        return info_from_row(row)
+    def _entry_for(self, row: Task, marks: dict[str, str | None]) -> Entry | None:
+        """Entry for ``row``, or None if it cannot be scheduled.
 
-    def _entry_for(self, session: Any, row: Task) -> Entry | None:
-        """Entry for ``row``, or None (after marking it invalid) if it cannot be scheduled."""
-        assert self.repo is not None
-        schedule, problem = load_schedule(row.schedule)
+        Changes to the row's invalid mark are collected in ``marks`` and written afterwards
+        in a transaction of their own, so loading itself stays read-only.
+        """
+        loaded = load_schedule(row.schedule)
+        schedule, problem = loaded
         if schedule is None:
             if row.invalid_reason != problem:
                 logger.error("beat: task %r has an invalid schedule and is skipped: %s",
                              row.name, problem)
-                self.repo.mark_invalid(session, row.name, problem)
+                marks[row.name] = problem
             return None
         if row.invalid_reason:
-            self.repo.mark_invalid(session, row.name, None)
-        return Entry.from_info(self._info(row), app=self.app)
+            marks[row.name] = None
+        return Entry.from_info(self._info(row, loaded), app=self.app)
+
+    def _save_marks(self, marks: dict[str, str | None]) -> None:
+        if not marks:
+            return
+        assert self.repo is not None
+        try:
+            with self.repo.transaction() as session:
+                self.repo.mark_invalid(session, marks)
+        except Exception:
+            logger.exception("beat: could not record invalid marks; retrying at next load")
 
     def _rebuild_queue(self) -> None:
         self._queue = []
@@ -275,11 +289,12 @@ class Scheduler(beat.Scheduler):
     def poll_changes(self) -> int:
         """Apply tasks changed since the last poll; returns how many changed."""
         assert self.repo is not None
-        with self.repo.transaction() as session:
+        marks: dict[str, str | None] = {}
+        with self.repo.transaction(readonly=True) as session:
             changed, removed = self.repo.changes_since(session, self._revision)
             for row in changed:
                 self._revision = max(self._revision, row.revision)
-                entry = self._entry_for(session, row) if row.enabled else None
+                entry = self._entry_for(row, marks) if row.enabled else None
                 if entry is None:
                     self._entries.pop(row.name, None)
                 else:
@@ -289,6 +304,7 @@ class Scheduler(beat.Scheduler):
                 self._revision = max(self._revision, stone.revision)
                 self._entries.pop(stone.name, None)
         self._last_poll = time.monotonic()
+        self._save_marks(marks)
         if changed or removed:
             logger.info("beat: picked up %d changed and %d removed task(s)",
                         len(changed), len(removed))
@@ -355,10 +371,16 @@ class Scheduler(beat.Scheduler):
                     Run(task_name=e.name, task_id=tid, scheduled_at=sched, attempt=0,
                         status="pending", instance_id=self.beatx.instance_id, created_at=now)
                     for e, sched, _, tid in plans])
-                for entry, _, following, _ in plans:
-                    self.repo.save_state(session, entry.name, last_run_at=now,
-                                         total_run_count=entry.total_run_count + 1,
-                                         next_run_at=following)
+                self.repo.save_states(session, [
+                    (e.name, now, e.total_run_count + 1, following, following is not None)
+                    for e, _, following, _ in plans])
+                finished = [e.name for e, _, following, _ in plans if following is None
+                            and getattr(e.schedule, "cleanup", None) == "delete"]
+                if finished:
+                    # A one-off asked to be deleted after its run; the tombstone tells
+                    # other beats.  Its run row stays as history.
+                    self.repo.remove_tasks(session, finished,
+                                           self.repo.next_revision(session), now)
         except Exception:
             logger.exception("beat: could not record %d due run(s); will retry", len(plans))
             self._retry_later(plans, now)
@@ -369,7 +391,12 @@ class Scheduler(beat.Scheduler):
             entry.last_run_at = now
             entry.total_run_count += 1
             entry.next_run_at = following
-            self._push(entry)
+            if following is None:
+                # Nothing more to run (a one-off after its run): the task was disabled (or
+                # deleted) in the same transaction.
+                self._entries.pop(entry.name, None)
+            else:
+                self._push(entry)
             ok, error = self._send(entry, task_id, scheduled, 0)
             (sent.append(task_id) if ok else failed.append((task_id, error)))
         self._mark(sent, failed)
@@ -425,7 +452,7 @@ class Scheduler(beat.Scheduler):
         self._entries.pop(entry.name, None)
         try:
             with self.repo.transaction() as session:
-                self.repo.mark_invalid(session, entry.name, reason)
+                self.repo.mark_invalid(session, {entry.name: reason})
         except Exception:
             logger.exception("beat: could not mark %r invalid", entry.name)
 

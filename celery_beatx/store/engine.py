@@ -33,9 +33,12 @@ def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # Take the write lock at BEGIN: a deferred transaction that upgrades to a write
-            # later fails at once with SQLITE_BUSY instead of waiting for the lock.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock at BEGIN: a deferred transaction that upgrades to a write
+            # later fails at once with SQLITE_BUSY instead of waiting for the lock.  Readers
+            # (marked ``beatx_readonly``) need no lock under WAL and must not queue behind
+            # a long admin write.
+            readonly = conn.get_execution_options().get("beatx_readonly")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     opts.setdefault("pool_pre_ping", True)

@@ -7,11 +7,11 @@ so a caller composes several of them into one atomic change with :meth:`Reposito
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, or_, select, update
+from sqlalchemy import Engine, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Counter, Dependency, Run, Task, TaskVersion, Tombstone
@@ -22,6 +22,16 @@ REVISION = "revision"
 #: State columns beat writes after a send; everything else on a task is definition.
 STATE_FIELDS = ("last_run_at", "total_run_count", "next_run_at")
 
+#: Bulk statements never need the ORM to search the session for matching objects (that
+#: search makes each statement cost as much as everything the session already holds).
+NO_SYNC = {"synchronize_session": False}
+CHUNK = 500
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
 
 class Repository:
     """Data access for tasks, their versions, the change feed and runs."""
@@ -29,11 +39,18 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self._read_sessions = sessionmaker(
+            engine.execution_options(beatx_readonly=True), expire_on_commit=False,
+            autoflush=False)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+    def transaction(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error.
+
+        ``readonly=True`` is a promise not to write; on SQLite it then takes no write lock.
+        """
+        factory = self._read_sessions if readonly else self._sessions
+        with factory() as session, session.begin():
             yield session
 
     # -- change feed ---------------------------------------------------------------------
@@ -46,7 +63,8 @@ class Repository:
         with a smaller number.
         """
         result = session.execute(
-            update(Counter).where(Counter.name == REVISION).values(value=Counter.value + 1)
+            update(Counter).where(Counter.name == REVISION).values(value=Counter.value + 1),
+            execution_options=NO_SYNC,
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             session.add(Counter(name=REVISION, value=1))
@@ -84,18 +102,14 @@ class Repository:
         return session.scalars(stmt).one_or_none()
 
     def get_tasks(self, session: Session, names: Iterable[str]) -> list[Task]:
-        names = list(names)
         found: list[Task] = []
-        for start in range(0, len(names), 500):
-            chunk = names[start:start + 500]
+        for chunk in _chunks(list(names)):
             found.extend(session.scalars(select(Task).where(Task.name.in_(chunk))))
         return found
 
     def existing_names(self, session: Session, names: Iterable[str]) -> set[str]:
-        names = list(names)
         found: set[str] = set()
-        for start in range(0, len(names), 500):
-            chunk = names[start:start + 500]
+        for chunk in _chunks(list(names)):
             found.update(session.scalars(select(Task.name).where(Task.name.in_(chunk))))
         return found
 
@@ -124,13 +138,19 @@ class Repository:
     def all_tasks(self, session: Session) -> list[Task]:
         return list(session.scalars(select(Task)))
 
-    def add_task(self, session: Session, task: Task) -> None:
-        session.add(task)
+    def add_tasks(self, session: Session, tasks: Sequence[Task]) -> None:
+        """Insert new tasks (and their dependency edges) in one flush."""
+        self.clear_tombstones(session, [t.name for t in tasks])
+        session.add_all(tasks)
+        session.flush()  # the edges reference the new rows; no ORM relationship orders them
+        for task in tasks:
+            for other in dict.fromkeys(task.depends_on or ()):
+                session.add(Dependency(task_name=task.name, depends_on=other))
         session.flush()
-        self.set_dependencies(session, task.name, task.depends_on or [])
 
     def set_dependencies(self, session: Session, name: str, depends_on: Sequence[str]) -> None:
-        session.execute(delete(Dependency).where(Dependency.task_name == name))
+        session.execute(delete(Dependency).where(Dependency.task_name == name),
+                        execution_options=NO_SYNC)
         for other in dict.fromkeys(depends_on):
             session.add(Dependency(task_name=name, depends_on=other))
         session.flush()
@@ -139,53 +159,49 @@ class Repository:
         rows = session.execute(select(Dependency.task_name, Dependency.depends_on))
         return [(a, b) for a, b in rows]
 
-    def remove_task(self, session: Session, task: Task, revision: int, now: datetime) -> None:
-        """Delete ``task`` and leave a tombstone so running beats drop it."""
-        session.execute(delete(Dependency).where(Dependency.task_name == task.name))
-        session.delete(task)
-        session.flush()
-        stone = session.get(Tombstone, task.name)
-        if stone is None:
-            session.add(Tombstone(name=task.name, revision=revision, removed_at=now))
-        else:
-            stone.revision, stone.removed_at = revision, now
+    def remove_tasks(self, session: Session, names: Sequence[str], revision: int,
+                     now: datetime) -> None:
+        """Delete tasks with their versions and edges, leaving tombstones so running beats
+        drop them (their run history stays)."""
+        for chunk in _chunks(list(names)):
+            for model, column in ((Dependency, Dependency.task_name),
+                                  (TaskVersion, TaskVersion.task_name), (Task, Task.name)):
+                session.execute(delete(model).where(column.in_(chunk)),
+                                execution_options=NO_SYNC)
+        self.clear_tombstones(session, names)
+        session.add_all([Tombstone(name=n, revision=revision, removed_at=now) for n in names])
         session.flush()
 
-    def clear_tombstone(self, session: Session, name: str) -> None:
-        session.execute(delete(Tombstone).where(Tombstone.name == name))
+    def clear_tombstones(self, session: Session, names: Sequence[str]) -> None:
+        for chunk in _chunks(list(names)):
+            session.execute(delete(Tombstone).where(Tombstone.name.in_(chunk)),
+                            execution_options=NO_SYNC)
 
-    def save_state(
-        self, session: Session, name: str, *, last_run_at: datetime | None,
-        total_run_count: int, next_run_at: datetime | None, enabled: bool | None = None,
+    def save_states(
+        self, session: Session,
+        states: Sequence[tuple[str, datetime | None, int, datetime | None, bool]],
     ) -> None:
-        """Write the scheduling state of one task (no revision bump: it is not a definition
-        change, and beats do not need to re-read their own progress)."""
-        values: dict[str, Any] = {
-            "last_run_at": last_run_at,
-            "total_run_count": total_run_count,
-            "next_run_at": next_run_at,
-        }
-        if enabled is not None:
-            values["enabled"] = enabled
-        session.execute(update(Task).where(Task.name == name).values(**values))
+        """Write the scheduling state of many tasks in one executemany.
 
-    def mark_invalid(self, session: Session, name: str, reason: str | None) -> None:
-        session.execute(update(Task).where(Task.name == name).values(invalid_reason=reason))
+        Each item is ``(name, last_run_at, total_run_count, next_run_at, enabled)``.  There is
+        no revision bump: this is not a definition change, and beats do not need to re-read
+        their own progress.
+        """
+        if not states:
+            return
+        table = Task.__table__
+        stmt = (update(table).where(table.c.name == bindparam("b_name"))
+                .values(last_run_at=bindparam("b_last"), total_run_count=bindparam("b_count"),
+                        next_run_at=bindparam("b_next"), enabled=bindparam("b_enabled")))
+        session.execute(stmt, [
+            {"b_name": n, "b_last": last, "b_count": count, "b_next": nxt, "b_enabled": on}
+            for n, last, count, nxt, on in states])
 
-    def set_enabled_where(
-        self, session: Session, *, revision: int, enabled: bool, names: Iterable[str],
-        now: datetime,
-    ) -> int:
-        names = list(names)
-        count = 0
-        for start in range(0, len(names), 500):
-            chunk = names[start:start + 500]
-            result = session.execute(
-                update(Task).where(Task.name.in_(chunk))
-                .values(enabled=enabled, revision=revision, updated_at=now)
-            )
-            count += result.rowcount  # type: ignore[attr-defined]
-        return count
+    def mark_invalid(self, session: Session, marks: Mapping[str, str | None]) -> None:
+        """Set (or, with ``None``, clear) the invalid reason of tasks."""
+        for name, reason in marks.items():
+            session.execute(update(Task).where(Task.name == name)
+                            .values(invalid_reason=reason), execution_options=NO_SYNC)
 
     # -- versions ------------------------------------------------------------------------
 
@@ -208,9 +224,6 @@ class Repository:
             TaskVersion.task_name == name, TaskVersion.version == version
         )).one_or_none()
 
-    def delete_versions(self, session: Session, name: str) -> None:
-        session.execute(delete(TaskVersion).where(TaskVersion.task_name == name))
-
     # -- runs ----------------------------------------------------------------------------
 
     def add_runs(self, session: Session, runs: Iterable[Run]) -> None:
@@ -226,9 +239,9 @@ class Repository:
             values["sent_at"] = at
         if error is not None:
             values["error"] = error
-        for start in range(0, len(task_ids), 500):
-            chunk = list(task_ids[start:start + 500])
-            session.execute(update(Run).where(Run.task_id.in_(chunk)).values(**values))
+        for chunk in _chunks(list(task_ids)):
+            session.execute(update(Run).where(Run.task_id.in_(chunk)).values(**values),
+                            execution_options=NO_SYNC)
 
     def runs_with_status(self, session: Session, statuses: Sequence[str]) -> list[Run]:
         return list(session.scalars(
@@ -251,10 +264,11 @@ class Repository:
             .offset(keep).limit(1)
         ).first()
         if cutoff is not None:
-            session.execute(delete(Run).where(Run.task_name == name, Run.id <= cutoff))
+            session.execute(delete(Run).where(Run.task_name == name, Run.id <= cutoff),
+                            execution_options=NO_SYNC)
 
     def delete_runs(self, session: Session, name: str) -> None:
-        session.execute(delete(Run).where(Run.task_name == name))
+        session.execute(delete(Run).where(Run.task_name == name), execution_options=NO_SYNC)
 
     def due_names(self, session: Session, now: datetime, limit: int = 1000) -> list[str]:
         """Enabled tasks whose next run is at or before ``now`` (uses the index)."""
