@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .alerts import Alert, on_alert
 from .errors import (
     BeatxError,
     DependencyCycle,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alert",
     "BaseSchedule",
     "BeatAdmin",
     "BeatxError",
@@ -54,6 +56,7 @@ __all__ = [
     "crontab",
     "every",
     "from_celery",
+    "on_alert",
     "schedule_from_dict",
     "solar",
 ]

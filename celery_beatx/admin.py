@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from .alerts import LEVELS, Alert
 from .config import BeatxConfig
 from .definitions import (
     DEFAULTS,
@@ -452,6 +453,20 @@ class BeatAdmin:
             return [RunInfo(r.task_name, r.task_id, r.scheduled_at, r.attempt, r.status,
                             r.sent_at, r.started_at, r.finished_at, r.runtime, r.error)
                     for r in self.repo.runs_for(session, name, limit)]
+
+    def alerts(self, level: str | None = None, since: datetime | None = None,
+               limit: int = 1000) -> list[Alert]:
+        """Stored alerts, newest first; ``level`` is the minimum level to include."""
+        levels = None
+        if level is not None:
+            if level not in LEVELS:
+                raise InvalidSchedule(f"level {level!r} is not one of {LEVELS}", "level")
+            levels = LEVELS[LEVELS.index(level):]
+        since = require_aware(since, "since") if since is not None else None
+        with self._tx(readonly=True) as session:
+            return [Alert(a.level, a.kind, a.task_name, a.message, a.at, dict(a.data or {}))
+                    for a in self.repo.alerts(session, levels=levels, since=since,
+                                              limit=limit)]
 
     # -- export / import -------------------------------------------------------------------
 

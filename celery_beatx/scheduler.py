@@ -22,6 +22,7 @@ from celery import beat
 from celery.schedules import crontab as celery_crontab
 
 from .admin import BeatAdmin, info_from_row, load_schedule, utcnow
+from .alerts import Alert, AlertCooldown, dispatch
 from .config import BeatxConfig
 from .definitions import DEFAULTS, TaskInfo, coerce_schedule, validate_fields
 from .errors import BeatxError, SchemaOutOfDate, TaskExists
@@ -133,6 +134,7 @@ class Scheduler(beat.Scheduler):
         self._seq = 0
         self._revision = 0
         self._last_poll = float("-inf")
+        self._cooldown = AlertCooldown()
         self.engine: Any = None
         self.repo: Repository | None = None
         self.admin: BeatAdmin | None = None
@@ -264,14 +266,26 @@ class Scheduler(beat.Scheduler):
         return Entry.from_info(self._info(row, loaded), app=self.app)
 
     def _save_marks(self, marks: dict[str, str | None]) -> None:
+        """Write invalid marks (None clears one) and raise an alert for each new one."""
         if not marks:
             return
         assert self.repo is not None
+        now = self.clock()
+        alerts = [Alert(level="critical", kind="invalid_schedule", task_name=name,
+                        message=f"task {name!r} cannot be scheduled and is skipped: {reason}",
+                        at=now) for name, reason in marks.items() if reason]
+        alerts = [a for a in alerts if self._cooldown.admit(a)]
         try:
             with self.repo.transaction() as session:
                 self.repo.mark_invalid(session, marks)
+                for alert in alerts:
+                    self.repo.add_alert(session, level=alert.level, kind=alert.kind,
+                                        task_name=alert.task_name, message=alert.message,
+                                        at=alert.at)
         except Exception:
             logger.exception("beat: could not record invalid marks; retrying at next load")
+        for alert in alerts:
+            dispatch(alert)
 
     def _rebuild_queue(self) -> None:
         self._queue = []
@@ -447,14 +461,9 @@ class Scheduler(beat.Scheduler):
                              "re-sent with the same id at the next start", len(sent))
 
     def _invalidate(self, entry: Entry, reason: str) -> None:
-        assert self.repo is not None
         logger.error("beat: task %r is invalid and is skipped: %s", entry.name, reason)
         self._entries.pop(entry.name, None)
-        try:
-            with self.repo.transaction() as session:
-                self.repo.mark_invalid(session, {entry.name: reason})
-        except Exception:
-            logger.exception("beat: could not mark %r invalid", entry.name)
+        self._save_marks({entry.name: reason})
 
     # -- Celery's Scheduler interface ----------------------------------------------------
 

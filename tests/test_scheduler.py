@@ -176,11 +176,21 @@ def test_broken_stored_schedule_is_marked_invalid_and_beat_goes_on(
         conn.execute(sa.update(Task).where(Task.name == "bad")
                      .values(schedule={"type": "crontab", "minute": "99"}))
     engine.dispose()
-    with caplog.at_level(logging.ERROR, logger="celery_beatx"):
-        beat = make(app, clock)
+    from celery_beatx.alerts import on_alert, remove_handler
+
+    seen = []
+    handler = on_alert(seen.append)
+    try:
+        with caplog.at_level(logging.ERROR, logger="celery_beatx"):
+            beat = make(app, clock)
+    finally:
+        remove_handler(handler)
     assert "bad" in caplog.text
     assert set(beat.schedule) == {"good"}
     assert admin.get("bad").invalid_reason
+    stored = admin.alerts(level="critical")
+    assert [(a.kind, a.task_name) for a in stored] == [("invalid_schedule", "bad")]
+    assert [(a.kind, a.task_name) for a in seen] == [("invalid_schedule", "bad")]
     clock.advance(seconds=5)
     beat.tick()
     assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.good"]

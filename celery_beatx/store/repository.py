@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Counter, Dependency, Run, Task, TaskVersion, Tombstone
+from .models import Alert, Counter, Dependency, Run, Task, TaskVersion, Tombstone
 
 UTC = timezone.utc
 REVISION = "revision"
@@ -279,3 +279,19 @@ class Repository:
 
     def any_invalid(self, session: Session) -> list[Task]:
         return list(session.scalars(select(Task).where(or_(Task.invalid_reason.is_not(None)))))
+
+    # -- alerts --------------------------------------------------------------------------
+
+    def add_alert(self, session: Session, *, level: str, kind: str, task_name: str | None,
+                  message: str, at: datetime, data: dict[str, Any] | None = None) -> None:
+        session.add(Alert(level=level, kind=kind, task_name=task_name, message=message, at=at,
+                          data=data))
+
+    def alerts(self, session: Session, *, levels: Sequence[str] | None = None,
+               since: datetime | None = None, limit: int = 1000) -> list[Alert]:
+        stmt = select(Alert).order_by(Alert.at.desc(), Alert.id.desc()).limit(limit)
+        if levels is not None:
+            stmt = stmt.where(Alert.level.in_(list(levels)))
+        if since is not None:
+            stmt = stmt.where(Alert.at >= since)
+        return list(session.scalars(stmt))
