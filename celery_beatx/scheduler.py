@@ -372,7 +372,7 @@ class Scheduler(beat.Scheduler):
             assert scheduled is not None
             try:
                 assert entry.schedule is not None
-                following = entry.schedule.next_after(now, scheduled)
+                following = self._following(entry.schedule, scheduled, now)
             except Exception as exc:  # a broken schedule must not stop beat
                 self._invalidate(entry, f"{type(exc).__name__}: {exc}")
                 continue
@@ -414,6 +414,20 @@ class Scheduler(beat.Scheduler):
             ok, error = self._send(entry, task_id, scheduled, 0)
             (sent.append(task_id) if ok else failed.append((task_id, error)))
         self._mark(sent, failed)
+
+    @staticmethod
+    def _following(schedule: BaseSchedule, scheduled: datetime,
+                   now: datetime) -> datetime | None:
+        """The next run after sending the occurrence due at ``scheduled`` at ``now``.
+
+        On time, intervals stay on their grid (no drift).  After downtime that missed
+        further occurrences, the one catch-up run re-anchors the schedule on ``now``, as
+        Celery does; otherwise the next grid point could follow the catch-up run at once.
+        """
+        following = schedule.next_after(scheduled, scheduled)
+        if following is not None and following <= now:
+            return schedule.next_after(now, now)
+        return schedule.next_after(now, scheduled)
 
     def _retry_later(self, plans: list[Any], now: datetime) -> None:
         retry_at = now + timedelta(seconds=self.beatx.sync_interval)

@@ -109,12 +109,14 @@ def test_sends_several_due_in_one_tick_and_skips_missed(app, db_url, clock, queu
     admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=5)}
                     for i in range(20)])
     beat = make(app, clock)
-    clock.advance(seconds=60)  # 11 occurrences missed: catch-up "once" sends one each
+    clock.advance(seconds=60.5)  # 11 occurrences missed: catch-up "once" sends one each
     beat.tick()
     assert len(drain(queue_name)) == 20
     beat.tick()
     assert drain(queue_name) == []
-    assert admin.get("t0").next_run_at == datetime(2026, 3, 1, 12, 1, 5, tzinfo=UTC)
+    # the catch-up run re-anchors on its send time (Celery's behaviour), so the next run is
+    # a whole interval later rather than at the next grid point 4.5 s away
+    assert admin.get("t0").next_run_at == clock.now + timedelta(seconds=5)
     beat.close()
 
 
@@ -194,6 +196,16 @@ def test_broken_stored_schedule_is_marked_invalid_and_beat_goes_on(
     clock.advance(seconds=5)
     beat.tick()
     assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.good"]
+    beat.close()
+
+
+def test_late_send_without_a_missed_occurrence_stays_on_the_grid(app, db_url, clock):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("grid", "proj.grid", every(seconds=10))
+    beat = make(app, clock)
+    clock.advance(seconds=13)  # due at +10, sent 3 s late, +20 not missed yet
+    beat.tick()
+    assert admin.get("grid").next_run_at == datetime(2026, 3, 1, 12, 0, 20, tzinfo=UTC)
     beat.close()
 
 

@@ -240,8 +240,9 @@ class Repository:
         if error is not None:
             values["error"] = error
         for chunk in _chunks(list(task_ids)):
-            session.execute(update(Run).where(Run.task_id.in_(chunk)).values(**values),
-                            execution_options=NO_SYNC)
+            # Only pending runs: a fast worker may already have recorded a later status.
+            session.execute(update(Run).where(Run.task_id.in_(chunk), Run.status == "pending")
+                            .values(**values), execution_options=NO_SYNC)
 
     def runs_with_status(self, session: Session, statuses: Sequence[str]) -> list[Run]:
         return list(session.scalars(
