@@ -1,0 +1,81 @@
+"""The Celery app the end-to-end tests run in real ``celery worker`` / ``celery beat`` processes.
+
+Everything is configured through environment variables so each test gets its own broker,
+database, queue and marker file (the brokers are shared with other test runs):
+
+``E2E_BROKER_URL``     broker (``amqp://...`` or ``redis://...``)
+``E2E_QUEUE``          the only queue used: tasks are sent to it and the worker consumes it
+``E2E_MARKERS``        file the ``mark`` task appends one JSON line to per run
+``BEATX_DATABASE_URL`` the schedule database (read by celery-beatx itself)
+``E2E_SCHEDULE``       JSON ``beat_schedule``: ``{name: {"every": s | "crontab": minute,
+                       "args": [...]}}``
+``E2E_SYNC_INTERVAL``  ``beatx_sync_interval`` (default 1)
+``E2E_AUTO_MIGRATE``   ``beatx_auto_migrate`` (``0`` turns it off)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from celery import Celery
+
+import celery_beatx
+from celery_beatx import crontab, every
+
+QUEUE = os.environ.get("E2E_QUEUE", "beatx-e2e")
+MARKERS = os.environ.get("E2E_MARKERS", "markers.jsonl")
+
+
+def _beat_schedule(raw: str) -> dict[str, dict]:
+    schedule: dict[str, dict] = {}
+    for name, spec in json.loads(raw).items():
+        if "every" in spec:
+            sched = every(seconds=spec["every"])
+        else:
+            sched = crontab(minute=spec["crontab"])
+        schedule[name] = {"task": "e2eapp.mark", "schedule": sched,
+                          "args": spec.get("args", [name])}
+    return schedule
+
+
+app = Celery("e2eapp")
+app.conf.update(
+    broker_url=os.environ.get("E2E_BROKER_URL", "memory://"),
+    broker_connection_retry_on_startup=True,
+    task_default_queue=QUEUE,
+    task_default_exchange=QUEUE,
+    task_default_routing_key=QUEUE,
+    # No pidbox: the brokers are shared, and these tests never use remote control.
+    worker_enable_remote_control=False,
+    worker_prefetch_multiplier=1,
+    # With AMQP heartbeats on, the worker's event loop sleeps up to 10 s between checks for
+    # a pending warm shutdown; without them SIGTERM stops it at once (faster teardown).
+    broker_heartbeat=0,
+    timezone="UTC",
+    beat_schedule=_beat_schedule(os.environ.get("E2E_SCHEDULE", "{}")),
+    beatx_sync_interval=float(os.environ.get("E2E_SYNC_INTERVAL", "1")),
+    beatx_auto_migrate=os.environ.get("E2E_AUTO_MIGRATE", "1") != "0",
+    # The beats of these tests are alone on their database: no lease to wait for.
+    beatx_lease_seconds=5,
+)
+
+if hasattr(celery_beatx, "track"):  # the worker-side run tracking hook, once it exists
+    celery_beatx.track(app)
+
+
+@app.task(bind=True, name="e2eapp.mark")
+def mark(self, label: str, *extra: object) -> str:
+    """Append ``{"task_id", "task", "label", "time", "beatx_run"}`` to the marker file."""
+    run = getattr(self.request, "beatx_run", None)
+    if run is None and isinstance(self.request.headers, dict):
+        run = self.request.headers.get("beatx_run")
+    line = json.dumps({"task_id": self.request.id, "task": self.name, "label": label,
+                       "extra": list(extra), "time": time.time(), "beatx_run": run})
+    fd = os.open(MARKERS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+    return label

@@ -1,0 +1,269 @@
+"""Run real ``celery worker`` and ``celery beat`` processes for the end-to-end tests.
+
+:class:`Cluster` starts the processes (``sys.executable -m celery``) with the environment
+:mod:`e2eapp` reads, sends their output to log files, stops them with SIGTERM (then SIGKILL
+after a timeout) and reads the marker file the ``e2eapp.mark`` task appends to.  Every wait
+is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+T = TypeVar("T")
+
+AMQP_URL = os.environ.get("BEATX_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("BEATX_TEST_REDIS", "redis://127.0.0.1:6379/7")
+BROKERS = {"rabbitmq": AMQP_URL, "redis": REDIS_URL}
+
+#: How long a process gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 15.0
+
+
+def check_broker(url: str) -> Exception | None:
+    """Connect once to ``url``; return the error, or None when the broker answers."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # any failure to connect means "not reachable"
+        return exc
+    return None
+
+
+def delete_queue(url: str, queue: str) -> None:
+    """Drop the test's queue and its exchange (same name) from the shared broker.
+
+    The queue is declared first: kombu's Redis transport only deletes bindings it knows of
+    in this connection.
+    """
+    from kombu import Connection, Exchange, Queue
+
+    exchange = Exchange(queue, "direct")
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            channel = conn.default_channel
+            bound = Queue(queue, exchange, routing_key=queue)(channel)
+            bound.declare()
+            bound.delete()
+            exchange(channel).delete()
+    except Exception:
+        pass  # best effort
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str,
+             interval: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Marker:
+    """One line of the marker file: one execution of ``e2eapp.mark`` by the worker."""
+
+    task_id: str
+    label: str
+    extra: list[Any]
+    time: float
+    entry: str | None
+    scheduled_at: datetime | None
+
+    @classmethod
+    def parse(cls, line: str) -> Marker:
+        data = json.loads(line)
+        run = data.get("beatx_run") or {}
+        scheduled = run.get("scheduled_at")
+        return cls(task_id=data["task_id"], label=data["label"], extra=data.get("extra", []),
+                   time=data["time"], entry=run.get("name"),
+                   scheduled_at=datetime.fromisoformat(scheduled) if scheduled else None)
+
+
+@dataclass
+class Proc:
+    """A started celery process and its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    argv: list[str]
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit status."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return self.popen.returncode
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} did not exit within {timeout:.0f}s") from None
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float) -> None:
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if not self.running():
+                raise AssertionError(
+                    f"{self.name} exited ({self.popen.returncode}) before logging {text!r}")
+            return False
+
+        wait_for(seen, timeout, f"{self.name} to log {text!r}")
+
+
+@dataclass
+class Cluster:
+    """One test's worker and beat processes, broker, database, queue and marker file."""
+
+    broker_url: str
+    database_url: str
+    workdir: Path
+    schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sync_interval: float = 1.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    queue: str = field(default_factory=lambda: f"beatx-e2e-{uuid.uuid4().hex[:12]}")
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def markers_path(self) -> Path:
+        return self.workdir / "markers.jsonl"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("CELERY_CONFIG_MODULE", None)
+        pythonpath = [str(HERE), str(REPO)]
+        if env.get("PYTHONPATH"):
+            pythonpath.append(env["PYTHONPATH"])
+        env.update(
+            PYTHONPATH=os.pathsep.join(pythonpath),
+            PYTHONUNBUFFERED="1",
+            E2E_BROKER_URL=self.broker_url,
+            E2E_QUEUE=self.queue,
+            E2E_MARKERS=str(self.markers_path),
+            E2E_SCHEDULE=json.dumps(self.schedule),
+            E2E_SYNC_INTERVAL=str(self.sync_interval),
+            BEATX_DATABASE_URL=self.database_url,
+        )
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def _start(self, name: str, args: Sequence[str], env: dict[str, str]) -> Proc:
+        index = sum(p.name.split("#")[0] == name for p in self.procs) + 1
+        label = f"{name}#{index}"
+        log = self.workdir / f"{name}-{index}.log"
+        argv = [sys.executable, "-m", "celery", "-A", "e2eapp", *args]
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = Proc(label, popen, log, argv)
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(self, wait: bool = True, timeout: float = 30.0) -> Proc:
+        """A solo-pool worker consuming only this test's queue."""
+        proc = self._start("worker", [
+            "worker", "--pool=solo", "-Q", self.queue, "-n", f"{self.queue}@%h",
+            "--without-heartbeat", "--without-gossip", "--without-mingle",
+            "--loglevel=INFO"], self.env())
+        if wait:
+            proc.wait_log("ready.", timeout)
+        return proc
+
+    def start_beat(self, scheduler: str = "celery_beatx.Scheduler", wait: bool = True,
+                   timeout: float = 30.0, **env: str) -> Proc:
+        """``celery beat -S <scheduler>``; waits until it has loaded its tasks."""
+        proc = self._start("beat", [
+            "beat", "-S", scheduler, "-s", str(self.workdir / "celerybeat-schedule"),
+            "--pidfile=", "--loglevel=INFO"], self.env(**env))
+        if wait:
+            proc.wait_log("beat: loaded", timeout)
+        return proc
+
+    # -- markers -------------------------------------------------------------------------
+
+    def markers(self, entry: str | None = None, label: str | None = None) -> list[Marker]:
+        """Every marker so far (optionally only one beat entry's, or one label's)."""
+        try:
+            lines = self.markers_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = [Marker.parse(line) for line in lines if line.strip()]
+        if entry is not None:
+            out = [m for m in out if m.entry == entry]
+        if label is not None:
+            out = [m for m in out if m.label == label]
+        return out
+
+    def wait_markers(self, count: int, timeout: float, entry: str | None = None,
+                     label: str | None = None,
+                     where: Callable[[Marker], bool] | None = None) -> list[Marker]:
+        """Wait until at least ``count`` matching markers exist; return them."""
+        def enough() -> list[Marker] | None:
+            found = [m for m in self.markers(entry, label) if where is None or where(m)]
+            return found if len(found) >= count else None
+
+        what = f"{count} run(s) of {entry or label or 'any task'} in {self.markers_path}"
+        return wait_for(enough, timeout, what)
+
+    # -- teardown ------------------------------------------------------------------------
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def dump_logs(self, tail: int = 150) -> None:
+        """Print the last lines of every log (pytest shows them when the test failed)."""
+        for proc in self.procs:
+            lines = proc.output().splitlines()
+            print(f"\n===== {proc.name} (exit {proc.popen.returncode}): "
+                  f"{' '.join(proc.argv[3:])}")
+            print("\n".join(lines[-tail:]))
+        print(f"\n===== markers ({self.markers_path})")
+        for marker in self.markers():
+            print(marker)
+
+
+def duplicates(values: Iterable[T]) -> list[T]:
+    seen: set[T] = set()
+    dups: list[T] = []
+    for value in values:
+        if value in seen:
+            dups.append(value)
+        seen.add(value)
+    return dups
