@@ -50,6 +50,16 @@ class BaseSchedule:
         """
         raise NotImplementedError
 
+    def initial_run_at(self, now: datetime) -> datetime | None:
+        """The first fire time of a task created (or changed) at ``now``, or ``None``.
+
+        By default the first fire time strictly after ``now``; kinds that can be due at
+        creation (a :class:`once` in the past) override it.
+
+        :param now: aware datetime, the moment the task is created or changed.
+        """
+        return self.next_after(require_aware(now, "now"), None)
+
     def is_due(
         self, last_run_at: datetime | None, now: datetime | None = None
     ) -> tuple[bool, float]:
