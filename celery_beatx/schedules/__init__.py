@@ -1,26 +1,45 @@
 """Schedules: pure computation of fire times on aware datetimes (no I/O, no Celery).
 
-Every schedule is an immutable value with ``next_after``, ``is_due`` and a lossless
-``to_dict`` form that :func:`schedule_from_dict` reads back.
+Every schedule is an immutable value with ``next_after``, ``is_due``, ``initial_run_at``
+and a lossless ``to_dict`` form that :func:`schedule_from_dict` reads back.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .base import BaseSchedule, every, register_kind, schedule_from_dict
+from .calendar import Calendar, calendar_filtered
+from .composite import all_of, any_of
 from .convert import from_celery
 from .crontab import cron, crontab
+from .custom import custom, is_registered, register_schedule, unregister_schedule
+from .once import once
 from .solar import solar
+from .templates import ScheduleBuilder, ScheduleTemplates, last_day_of_month
 
 __all__ = [
     "BaseSchedule",
+    "Calendar",
     "Schedule",
+    "ScheduleBuilder",
+    "ScheduleTemplates",
+    "all_of",
+    "any_of",
+    "calendar_filtered",
     "cron",
     "crontab",
+    "custom",
     "every",
     "from_celery",
+    "is_registered",
+    "last_day_of_month",
+    "once",
     "register_kind",
+    "register_schedule",
     "schedule_from_dict",
     "solar",
+    "unregister_schedule",
 ]
 
 
@@ -44,3 +63,8 @@ class Schedule:
     def solar(event: str, lat: float, lon: float, elevation: float = 0.0) -> solar:
         """A :class:`solar` schedule at latitude ``lat``, longitude ``lon``."""
         return solar(event, lat, lon, elevation)
+
+    @staticmethod
+    def once(at: datetime | str, cleanup: str = "disable") -> once:
+        """A :class:`once` one-off at the aware datetime ``at``."""
+        return once(at, cleanup)
