@@ -21,14 +21,24 @@ from .errors import (
 )
 from .schedules import (
     BaseSchedule,
+    Calendar,
     Schedule,
+    ScheduleBuilder,
+    ScheduleTemplates,
+    all_of,
+    any_of,
+    calendar_filtered,
     cron,
     crontab,
+    custom,
     every,
     from_celery,
+    once,
+    register_schedule,
     schedule_from_dict,
     solar,
 )
+from .timezones import TimezoneUtils
 
 if TYPE_CHECKING:
     from .admin import BeatAdmin
@@ -42,6 +52,16 @@ __all__ = [
     "BaseSchedule",
     "BeatAdmin",
     "BeatxError",
+    "Calendar",
+    "ScheduleBuilder",
+    "ScheduleTemplates",
+    "TimezoneUtils",
+    "all_of",
+    "any_of",
+    "calendar_filtered",
+    "custom",
+    "once",
+    "register_schedule",
     "DependencyCycle",
     "InvalidSchedule",
     "LockNotHeld",

@@ -22,6 +22,7 @@ from .definitions import (
     DEFAULTS,
     DEFINITION_FIELDS,
     TaskInfo,
+    effective_schedule,
     validate_fields,
 )
 from .errors import (
@@ -221,7 +222,7 @@ class BeatAdmin:
                 **{k: spec[k] for k in DEFINITION_FIELDS},
                 name=spec["name"], enabled=spec["enabled"], source=source, version=1,
                 last_run_at=None, total_run_count=0,
-                next_run_at=first_run_at(schedule, now),
+                next_run_at=first_run_at(effective_schedule(schedule, spec["calendar"]), now),
                 revision=revision, created_at=now, updated_at=now,
             ))
         self.repo.add_tasks(session, rows)
@@ -311,10 +312,12 @@ class BeatAdmin:
                                   self.instance_id, comment)
             if "depends_on" in changes:
                 self.repo.set_dependencies(session, row.name, row.depends_on)
-        if before["schedule"] != after["schedule"] or (row.enabled and not was_enabled):
+        timing = ("schedule", "calendar")
+        if any(before[k] != after[k] for k in timing) or (row.enabled and not was_enabled):
             schedule, problem = load_schedule(row.schedule)
             row.invalid_reason = problem
-            row.next_run_at = first_run_at(schedule, now, row.last_run_at) if schedule else None
+            row.next_run_at = first_run_at(effective_schedule(schedule, row.calendar), now,
+                                           row.last_run_at) if schedule else None
         row.revision = revision if revision is not None else self.repo.next_revision(session)
         row.updated_at = now
         return True
@@ -406,7 +409,8 @@ class BeatAdmin:
         if n < 0:
             raise InvalidSchedule(f"n {n!r} must be >= 0", "n")
         info = self.get(name)
-        if info.schedule is None:
+        schedule = info.effective_schedule
+        if schedule is None:
             raise InvalidSchedule(f"task {name!r} has an invalid schedule: "
                                   f"{info.invalid_reason}", "schedule")
         start = require_aware(now, "now") if now is not None else self._now()
@@ -414,10 +418,10 @@ class BeatAdmin:
         nxt = info.next_run_at if info.next_run_at and info.next_run_at > start else None
         last = info.last_run_at
         if nxt is None:
-            nxt = info.schedule.next_after(start, last)
+            nxt = schedule.next_after(start, last)
         while nxt is not None and len(out) < n:
             out.append(nxt)
-            nxt = info.schedule.next_after(nxt, nxt)
+            nxt = schedule.next_after(nxt, nxt)
         return out
 
     def versions(self, name: str) -> list[Version]:

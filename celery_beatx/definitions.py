@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidSchedule
-from .schedules import BaseSchedule, from_celery, schedule_from_dict
+from .schedules import BaseSchedule, Calendar, calendar_filtered, from_celery, schedule_from_dict
 
 CATCHUP_MODES = ("skip", "once", "all")
 OVERLAP_MODES = ("allow", "skip", "buffer_one")
@@ -149,7 +149,11 @@ def validate_fields(fields: Mapping[str, Any], timezone: str | None = None) -> d
             out[key] = None if value is None else _number(value, key, strict=True)
         elif key in ("tags", "depends_on"):
             out[key] = _str_list(value, key)
-        elif key in ("retry", "alerts", "calendar"):
+        elif key == "calendar":
+            if value is not None and not isinstance(value, Calendar):
+                value = Calendar.from_dict(_as_dict(value, key) or {})
+            out[key] = value.to_dict() if value is not None else None
+        elif key in ("retry", "alerts"):
             out[key] = _as_dict(value, key)
         elif key == "jitter":
             out[key] = _number(value, key)
@@ -177,6 +181,14 @@ def validate_fields(fields: Mapping[str, Any], timezone: str | None = None) -> d
         raise InvalidSchedule(f"depends_on: task {out['name']!r} cannot depend on itself",
                               "depends_on")
     return out
+
+
+def effective_schedule(schedule: BaseSchedule,
+                       calendar: Mapping[str, Any] | None) -> BaseSchedule:
+    """The schedule beat follows: ``schedule`` limited by the task's calendar, if any."""
+    if not calendar:
+        return schedule
+    return calendar_filtered(schedule, Calendar.from_dict(dict(calendar)))
 
 
 @dataclass(frozen=True)
@@ -212,6 +224,13 @@ class TaskInfo:
     next_run_at: datetime | None = None
     invalid_reason: str | None = None
     schedule_dict: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def effective_schedule(self) -> BaseSchedule | None:
+        """The schedule limited by the task's calendar: what beat actually follows."""
+        if self.schedule is None:
+            return None
+        return effective_schedule(self.schedule, self.calendar)
 
     def definition(self) -> dict[str, Any]:
         """The definition fields in their stored (JSON) form."""

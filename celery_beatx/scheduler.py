@@ -24,7 +24,7 @@ from celery.schedules import crontab as celery_crontab
 from .admin import BeatAdmin, info_from_row, load_schedule, utcnow
 from .alerts import Alert, AlertCooldown, dispatch
 from .config import BeatxConfig
-from .definitions import DEFAULTS, TaskInfo, coerce_schedule, validate_fields
+from .definitions import DEFAULTS, TaskInfo, coerce_schedule, effective_schedule, validate_fields
 from .errors import BeatxError, SchemaOutOfDate, TaskExists
 from .migrate import ensure_schema
 from .schedules import BaseSchedule
@@ -73,8 +73,9 @@ class Entry(beat.ScheduleEntry):
         self.info = info
 
     @classmethod
-    def from_info(cls, info: TaskInfo, app: Any = None) -> Entry:
-        """Build the entry for a task."""
+    def from_info(cls, info: TaskInfo, app: Any = None,
+                  schedule: BaseSchedule | None = None) -> Entry:
+        """Build the entry for a task (``schedule``: its effective schedule, if known)."""
         options: dict[str, Any] = dict(info.options)
         if info.queue:
             options["queue"] = info.queue
@@ -85,7 +86,8 @@ class Entry(beat.ScheduleEntry):
         if info.headers:
             options["headers"] = dict(info.headers)
         return cls(name=info.name, task=info.task, last_run_at=info.last_run_at,
-                   total_run_count=info.total_run_count, schedule=info.schedule,
+                   total_run_count=info.total_run_count,
+                   schedule=schedule or info.effective_schedule,
                    args=info.args, kwargs=info.kwargs, options=options, app=app,
                    next_run_at=info.next_run_at, info=info)
 
@@ -255,7 +257,14 @@ class Scheduler(beat.Scheduler):
         """
         loaded = load_schedule(row.schedule)
         schedule, problem = loaded
-        if schedule is None:
+        effective = None
+        if schedule is not None:
+            try:
+                schedule.check()
+                effective = effective_schedule(schedule, row.calendar)
+            except Exception as exc:  # e.g. a custom function not registered in beat
+                problem = f"{type(exc).__name__}: {exc}"
+        if effective is None:
             if row.invalid_reason != problem:
                 logger.error("beat: task %r has an invalid schedule and is skipped: %s",
                              row.name, problem)
@@ -263,7 +272,7 @@ class Scheduler(beat.Scheduler):
             return None
         if row.invalid_reason:
             marks[row.name] = None
-        return Entry.from_info(self._info(row, loaded), app=self.app)
+        return Entry.from_info(self._info(row, loaded), app=self.app, schedule=effective)
 
     def _save_marks(self, marks: dict[str, str | None]) -> None:
         """Write invalid marks (None clears one) and raise an alert for each new one."""

@@ -50,6 +50,13 @@ class BaseSchedule:
         """
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise :class:`InvalidSchedule` if this schedule cannot run in this process.
+
+        Construction validates values; this checks what only the running process knows (a
+        custom schedule's function must be registered here).  The default does nothing.
+        """
+
     def initial_run_at(self, now: datetime) -> datetime | None:
         """The first fire time of a task created (or changed) at ``now``, or ``None``.
 
@@ -124,6 +131,10 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
     The interval is anchored on the last run: after a run at ``t`` the next is ``t +
     interval``; missed occurrences collapse into one (Celery's behaviour).
 
+    With ``anchor`` (an aware datetime) the schedule fires on the fixed grid ``anchor + k *
+    interval`` whatever the last run: ``every(hours=1, anchor=midnight)`` fires on the hour,
+    and ``any_of`` of anchored intervals fires on each member's grid.
+
     >>> every(minutes=5).interval
     datetime.timedelta(seconds=300)
     """
@@ -131,7 +142,8 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
     type = "interval"
 
     def __init__(
-        self, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0
+        self, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0,
+        anchor: datetime | str | None = None,
     ) -> None:
         for field, value in (("seconds", seconds), ("minutes", minutes), ("hours", hours),
                              ("days", days)):
@@ -147,6 +159,13 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
         if total > timedelta.max.total_seconds() / 2:
             raise InvalidSchedule(f"interval {total!r}s is too long", "interval")
         self.seconds = float(total)
+        if isinstance(anchor, str):
+            try:
+                anchor = datetime.fromisoformat(anchor)
+            except ValueError:
+                raise InvalidSchedule(f"anchor {anchor!r} is not an ISO datetime",
+                                      "anchor") from None
+        self.anchor = require_aware(anchor, "anchor") if anchor is not None else None
 
     @property
     def interval(self) -> timedelta:
@@ -156,9 +175,14 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
     def next_after(self, after: datetime, last_run_at: datetime | None = None) -> datetime | None:
         after = require_aware(after, "after")
         step = self.interval
-        if last_run_at is None:
+        if self.anchor is not None:
+            anchor = self.anchor
+            if anchor > after:
+                return anchor
+        elif last_run_at is None:
             return after + step
-        anchor = require_aware(last_run_at, "last_run_at")
+        else:
+            anchor = require_aware(last_run_at, "last_run_at")
         candidate = anchor + step
         if candidate > after:
             return candidate
@@ -170,8 +194,11 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
 
     def to_dict(self) -> dict[str, Any]:
         seconds: float | int = int(self.seconds) if self.seconds.is_integer() else self.seconds
-        return {"type": self.type, "seconds": seconds}
+        out: dict[str, Any] = {"type": self.type, "seconds": seconds}
+        if self.anchor is not None:
+            out["anchor"] = self.anchor.isoformat()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> every:
-        return cls(seconds=data.get("seconds", 0))
+        return cls(seconds=data.get("seconds", 0), anchor=data.get("anchor"))

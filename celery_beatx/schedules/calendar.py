@@ -533,6 +533,10 @@ class calendar_filtered(BaseSchedule):  # noqa: N801 - lowercase like the other 
             when = inner.next_after(allowed - _TICK, last_run_at)
         return None
 
+    def check(self) -> None:
+        """Check the filtered schedule (see :meth:`BaseSchedule.check`)."""
+        self._schedule.check()
+
     def next_after(self, after: datetime, last_run_at: datetime | None = None) -> datetime | None:
         """The first fire time of the schedule after ``after`` that the calendar allows."""
         after = require_aware(after, "after")

@@ -67,6 +67,11 @@ class _Composite(BaseSchedule):
             raise AttributeError(f"{type(self).__name__} is immutable")
         super().__setattr__(name, value)
 
+    def check(self) -> None:
+        """Check every member (see :meth:`BaseSchedule.check`)."""
+        for member in self._schedules:
+            member.check()
+
     def to_dict(self) -> dict[str, Any]:
         """The lossless JSON form: the members' own forms, in order."""
         return {"type": self.type, "schedules": [m.to_dict() for m in self._schedules]}

@@ -139,6 +139,11 @@ class custom(BaseSchedule):  # noqa: N801 - lowercase like the other schedule ki
             raise AttributeError("custom is immutable")
         super().__setattr__(name, value)
 
+    def check(self) -> None:
+        """:raises InvalidSchedule: the function is not registered in this process."""
+        if self._name not in _REGISTRY:
+            raise InvalidSchedule(f"custom schedule {self._name!r} is not registered", "name")
+
     def next_after(self, after: datetime, last_run_at: datetime | None = None) -> datetime | None:
         """``fn(last_run_at, after, **params)``, checked (see the class docs)."""
         after = require_aware(after, "after")

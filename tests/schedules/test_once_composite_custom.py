@@ -251,3 +251,17 @@ def test_composites_with_custom_and_calendar():
     assert schedule.next_after(at(7)) == at(90)  # Saturday: only the custom fires
     assert schedule.next_after(datetime(2024, 6, 3, 12, 7, tzinfo=UTC)) == \
         datetime(2024, 6, 3, 13, 0, tzinfo=UTC)  # Monday: the crontab fires first
+
+
+def test_anchored_intervals_fire_on_their_own_grids_inside_any_of():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    both = any_of(every(seconds=2, anchor=t0), every(seconds=3, anchor=t0))
+    times, t = [], t0
+    for _ in range(6):
+        t = both.next_after(t, t)
+        times.append(int((t - t0).total_seconds()))
+    assert times == [2, 3, 4, 6, 8, 9]
+    assert schedule_from_dict(both.to_dict()) == both
+    assert every(seconds=5, anchor=t0).next_after(t0 - timedelta(hours=1)) == t0
+    with pytest.raises(InvalidSchedule, match="anchor"):
+        every(seconds=5, anchor=datetime(2026, 1, 1))  # noqa: DTZ001
