@@ -120,6 +120,12 @@ def config_entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _cleanup(entry: Entry) -> str | None:
+    """What a finished one-off asked for (``"disable"`` or ``"delete"``)."""
+    schedule = entry.info.schedule if entry.info is not None else entry.schedule
+    return getattr(schedule, "cleanup", None)
+
+
 class Scheduler(beat.Scheduler):
     """Celery beat scheduler backed by SQLAlchemy (see the module docstring)."""
 
@@ -270,9 +276,20 @@ class Scheduler(beat.Scheduler):
                              row.name, problem)
                 marks[row.name] = problem
             return None
+        entry = Entry.from_info(self._info(row, loaded), app=self.app, schedule=effective)
+        if entry.next_run_at is None:
+            # Enabled but with no next run: its schedule failed (or found no time) before.
+            # Ask again, so a fixed task resumes and a still-broken one is reported.
+            try:
+                entry.next_run_at = effective.next_after(self.clock(), row.last_run_at)
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                if row.invalid_reason != problem:
+                    marks[row.name] = problem
+                return None
         if row.invalid_reason:
             marks[row.name] = None
-        return Entry.from_info(self._info(row, loaded), app=self.app, schedule=effective)
+        return entry
 
     def _save_marks(self, marks: dict[str, str | None]) -> None:
         """Write invalid marks (None clears one) and raise an alert for each new one."""
@@ -376,6 +393,7 @@ class Scheduler(beat.Scheduler):
         """
         assert self.repo is not None
         plans: list[tuple[Entry, datetime, datetime | None, str]] = []
+        broken: dict[str, str] = {}
         for entry in due:
             scheduled = entry.next_run_at
             assert scheduled is not None
@@ -383,8 +401,10 @@ class Scheduler(beat.Scheduler):
                 assert entry.schedule is not None
                 following = self._following(entry.schedule, scheduled, now)
             except Exception as exc:  # a broken schedule must not stop beat
-                self._invalidate(entry, f"{type(exc).__name__}: {exc}")
-                continue
+                # The due occurrence was computed when the schedule still worked: send it,
+                # then take the task out of the loop as invalid.
+                following = None
+                broken[entry.name] = f"{type(exc).__name__}: {exc}"
             plans.append((entry, scheduled, following, run_task_id(entry.name, scheduled)))
         if not plans:
             return
@@ -394,11 +414,14 @@ class Scheduler(beat.Scheduler):
                     Run(task_name=e.name, task_id=tid, scheduled_at=sched, attempt=0,
                         status="pending", instance_id=self.beatx.instance_id, created_at=now)
                     for e, sched, _, tid in plans])
+                # A schedule with no next time is done (a one-off after its run): disable
+                # it.  A broken one stays enabled, so that it runs again once fixed.
                 self.repo.save_states(session, [
-                    (e.name, now, e.total_run_count + 1, following, following is not None)
+                    (e.name, now, e.total_run_count + 1, following,
+                     following is not None or e.name in broken)
                     for e, _, following, _ in plans])
                 finished = [e.name for e, _, following, _ in plans if following is None
-                            and getattr(e.schedule, "cleanup", None) == "delete"]
+                            and e.name not in broken and _cleanup(e) == "delete"]
                 if finished:
                     # A one-off asked to be deleted after its run; the tombstone tells
                     # other beats.  Its run row stays as history.
@@ -423,6 +446,9 @@ class Scheduler(beat.Scheduler):
             ok, error = self._send(entry, task_id, scheduled, 0)
             (sent.append(task_id) if ok else failed.append((task_id, error)))
         self._mark(sent, failed)
+        for entry in due:
+            if entry.name in broken:
+                self._invalidate(entry, broken[entry.name])
 
     @staticmethod
     def _following(schedule: BaseSchedule, scheduled: datetime,

@@ -9,6 +9,9 @@ import pytest
 
 from dbs import fresh_database, truncate_all
 
+#: The ``app`` and ``queue_name`` fixtures of in-process scheduler tests.
+pytest_plugins = ["beat_helpers"]
+
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 UTC = timezone.utc
 
