@@ -88,3 +88,31 @@ def test_round_trip_and_seed_spelling():
     assert schedule_from_dict(tokyo.to_dict()) == tokyo
     assert tokyo.to_dict() == {"type": "solar", "event": "sunrise", "latitude": 35.6762,
                                "longitude": 139.6503, "elevation": 0.0}
+
+
+# Published times (NOAA Solar Calculator, gml.noaa.gov/grad/solcalc; local civil time,
+# rounded to the minute), for cities on three continents at both solstices.
+PUBLISHED = [
+    # city, lat, lon, zone, date, sunrise, sunset
+    ("New York", 40.7128, -74.0060, "America/New_York", (2024, 12, 21), (7, 17), (16, 32)),
+    ("Tokyo", 35.6762, 139.6503, "Asia/Tokyo", (2024, 6, 21), (4, 25), (19, 0)),
+    ("Sydney", -33.8688, 151.2093, "Australia/Sydney", (2024, 6, 21), (7, 0), (16, 54)),
+]
+
+
+def test_published_sunrise_and_sunset_within_two_minutes():
+    from zoneinfo import ZoneInfo
+
+    for city, lat, lon, zone, ymd, rise, sets in PUBLISHED:
+        tz = ZoneInfo(zone)
+        midnight = datetime(*ymd, tzinfo=tz)
+        for event, (hour, minute) in (("sunrise", rise), ("sunset", sets)):
+            expected = datetime(*ymd, hour, minute, tzinfo=tz).astimezone(UTC)
+            got = solar(event, lat, lon).next_after(midnight.astimezone(UTC))
+            assert _close(got, expected), (city, event, got, expected)
+
+
+def test_polar_night_skips_to_the_sun_s_return():
+    # Tromsø's polar night: no sunrise from late November; the sun returns around 15 January.
+    when = solar("sunrise", *TROMSO).next_after(datetime(2024, 12, 10, tzinfo=UTC))
+    assert datetime(2025, 1, 13, tzinfo=UTC) < when < datetime(2025, 1, 18, tzinfo=UTC)
