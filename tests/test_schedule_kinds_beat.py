@@ -18,6 +18,7 @@ from celery_beatx import (
     all_of,
     any_of,
     cron,
+    crontab,
     custom,
     every,
     once,
@@ -180,3 +181,43 @@ def test_builder_and_templates_round_trip_through_export(admin, clock):
     last = admin.next_runs("last", 3)
     assert [(t.month, t.day) for t in last] == [(3, 31), (4, 30), (5, 31)]
     assert json.loads(doc)["tasks"][0]["schedule"]["type"] == "calendar_filtered"
+
+
+def every_kind(now):
+    """One schedule of every kind (and nestings), all with a next run after ``now``."""
+    cal = Calendar(business_hours=("09:00", "17:00"), weekdays=(0, 1, 2, 3, 4),
+                   holidays=["2026-12-25"], timezone="Europe/Paris")
+    return {
+        "interval": every(minutes=5),
+        "anchored": every(seconds=90, anchor=now),
+        "crontab": crontab(minute="*/5", hour="9-17", day_of_week="mon-fri",
+                           timezone="Europe/Paris"),
+        "cron": cron("0 9 13 * 5", timezone="America/New_York"),
+        "solar": solar("golden_hour_evening", 48.85, 2.35),
+        "once": once(now + timedelta(days=2), cleanup="delete"),
+        "any_of": any_of(cron("0 9 * * *"), solar("sunset", 35.68, 139.65)),
+        "all_of": all_of(cron("*/10 * * * *"), any_of(cron("*/15 * * * *"), every(hours=1))),
+        "calendar_filtered": ScheduleBuilder().every_n_hours(2).weekdays_only().build(),
+        "template": ScheduleTemplates.monthly_last_day(hour=23),
+        "with_calendar": (cron("*/30 * * * *"), cal),
+    }
+
+
+def test_every_kind_goes_through_add_export_import_and_beat(app, admin, clock):
+    kinds = every_kind(clock.now)
+    for name, schedule in kinds.items():
+        if isinstance(schedule, tuple):
+            admin.add(name, "proj.k", schedule[0], calendar=schedule[1])
+        else:
+            admin.add(name, "proj.k", schedule)
+    before = {t.name: (t.schedule_dict, t.calendar, t.next_run_at) for t in admin.list()}
+    assert all(next_run is not None for _, _, next_run in before.values())
+    doc = admin.export_state()
+    admin.import_state(doc, mode="replace")
+    after = {t.name: (t.schedule_dict, t.calendar, t.next_run_at) for t in admin.list()}
+    assert after == before
+    beat = make(app, clock)
+    assert set(beat.schedule) == set(kinds)
+    for name, entry in beat.schedule.items():
+        assert entry.next_run_at == before[name][2], name
+    beat.close()
