@@ -331,9 +331,8 @@ class Scheduler(beat.Scheduler):
         assert self.repo is not None
         marks: dict[str, str | None] = {}
         with self.repo.transaction(readonly=True) as session:
-            changed, removed = self.repo.changes_since(session, self._revision)
+            changed, removed, upto = self.repo.changes_since(session, self._revision)
             for row in changed:
-                self._revision = max(self._revision, row.revision)
                 entry = self._entry_for(row, marks) if row.enabled else None
                 if entry is None:
                     self._entries.pop(row.name, None)
@@ -341,8 +340,8 @@ class Scheduler(beat.Scheduler):
                     self._entries[row.name] = entry
                     self._push(entry)
             for stone in removed:
-                self._revision = max(self._revision, stone.revision)
                 self._entries.pop(stone.name, None)
+            self._revision = upto
         self._last_poll = time.monotonic()
         self._save_marks(marks)
         if changed or removed:

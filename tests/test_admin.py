@@ -233,6 +233,30 @@ def test_change_feed_revision_increases(admin):
     admin.update("a", args=[1])
     admin.remove("a")
     with repo.transaction() as s:
-        changed, gone = repo.changes_since(s, r1)
+        changed, gone, upto = repo.changes_since(s, r1)
+        assert upto == repo.current_revision(s)
         assert changed == [] and [g.name for g in gone] == ["a"]
         assert gone[0].revision > r1
+
+
+def test_change_feed_never_skips_a_revision_beyond_the_counter(admin):
+    """A row whose revision is past the committed counter (its writer's commit not yet seen
+    by an earlier statement) is left for the next poll instead of being skipped forever."""
+    from sqlalchemy import update
+
+    from celery_beatx.store.models import Task
+    from celery_beatx.store.repository import Repository
+
+    repo = Repository(admin.engine)
+    admin.add("a", "t", every(seconds=1))
+    with repo.transaction() as s:
+        seen = repo.current_revision(s)
+        s.execute(update(Task).where(Task.name == "a").values(revision=seen + 1))
+    with repo.transaction() as s:
+        changed, gone, upto = repo.changes_since(s, seen)
+        assert (changed, gone, upto) == ([], [], seen)
+    with repo.transaction() as s:
+        repo.next_revision(s)
+    with repo.transaction() as s:
+        changed, gone, upto = repo.changes_since(s, seen)
+        assert [t.name for t in changed] == ["a"] and upto == seen + 1

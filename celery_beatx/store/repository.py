@@ -83,15 +83,26 @@ class Repository:
 
     def changes_since(
         self, session: Session, revision: int
-    ) -> tuple[list[Task], list[Tombstone]]:
-        """Tasks changed and tasks removed after ``revision`` (indexed lookups only)."""
+    ) -> tuple[list[Task], list[Tombstone], int]:
+        """Tasks changed and removed after ``revision``, and the revision they go up to.
+
+        The counter is read first and only changes up to it are returned: every revision up
+        to the counter's committed value belongs to a committed transaction (writers hold the
+        counter row until they commit), so nothing is skipped even where each statement sees
+        a newer snapshot (PostgreSQL's READ COMMITTED).  Later changes come next time.
+        """
+        upto = self.current_revision(session)
+        if upto <= revision:
+            return [], [], revision
         tasks = list(session.scalars(
-            select(Task).where(Task.revision > revision).order_by(Task.revision)
+            select(Task).where(Task.revision > revision, Task.revision <= upto)
+            .order_by(Task.revision)
         ))
         gone = list(session.scalars(
-            select(Tombstone).where(Tombstone.revision > revision).order_by(Tombstone.revision)
+            select(Tombstone).where(Tombstone.revision > revision, Tombstone.revision <= upto)
+            .order_by(Tombstone.revision)
         ))
-        return tasks, gone
+        return tasks, gone, upto
 
     # -- tasks ---------------------------------------------------------------------------
 
