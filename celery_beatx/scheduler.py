@@ -10,11 +10,14 @@ next due task — at most ``beatx_sync_interval``, after which it reads only the
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -38,6 +41,27 @@ RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
 
 #: ``options`` keys of a ``beat_schedule`` entry that have their own task field.
 _OWN_OPTION_FIELDS = ("queue", "priority", "expires", "headers")
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT until the block ends (main thread only).
+
+    Celery's beat handles SIGTERM by closing the scheduler and raising ``SystemExit``
+    wherever the main thread is; inside a database transaction or a publish that could leave
+    a half-written batch, and some drivers turn the exception into an error of their own.
+    The blocks wrapped in this are short (one transaction, one publish), so the signal is
+    only delayed, and is handled at a point where the state is consistent.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def run_task_id(name: str, scheduled_at: datetime, attempt: int = 0) -> str:
@@ -143,6 +167,9 @@ class Scheduler(beat.Scheduler):
         self._revision = 0
         self._last_poll = float("-inf")
         self._cooldown = AlertCooldown()
+        #: Task ids of the batch being sent that have left already (see :meth:`close`).
+        self._batch_sent: list[str] | None = None
+        self._closing = False
         self.engine: Any = None
         self.repo: Repository | None = None
         self.admin: BeatAdmin | None = None
@@ -351,10 +378,14 @@ class Scheduler(beat.Scheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:  # type: ignore[override]
         """Poll for changes when due, send every due task, return seconds to sleep."""
+        if self._closing:
+            # Closed by the shutdown signal handler while a driver swallowed its SystemExit.
+            raise SystemExit()
         interval = self.beatx.sync_interval
         if time.monotonic() - self._last_poll >= interval:
             try:
-                self.poll_changes()
+                with signals_deferred():
+                    self.poll_changes()
             except Exception:
                 logger.exception("beat: could not read changes; retrying next tick")
                 self._last_poll = time.monotonic()
@@ -408,7 +439,7 @@ class Scheduler(beat.Scheduler):
         if not plans:
             return
         try:
-            with self.repo.transaction() as session:
+            with signals_deferred(), self.repo.transaction() as session:
                 self.repo.add_runs(session, [
                     Run(task_name=e.name, task_id=tid, scheduled_at=sched, attempt=0,
                         status="pending", instance_id=self.beatx.instance_id, created_at=now)
@@ -432,7 +463,7 @@ class Scheduler(beat.Scheduler):
             return
         sent: list[str] = []
         failed: list[tuple[str, str]] = []
-        for entry, scheduled, following, task_id in plans:
+        for entry, _, following, _ in plans:
             entry.last_run_at = now
             entry.total_run_count += 1
             entry.next_run_at = following
@@ -442,9 +473,20 @@ class Scheduler(beat.Scheduler):
                 self._entries.pop(entry.name, None)
             else:
                 self._push(entry)
-            ok, error = self._send(entry, task_id, scheduled, 0)
-            (sent.append(task_id) if ok else failed.append((task_id, error)))
-        self._mark(sent, failed)
+        # Between two publishes a shutdown signal may close the scheduler: close() then
+        # marks what already left, and what did not stays pending for the next start.
+        self._batch_sent = sent
+        try:
+            for entry, scheduled, _, task_id in plans:
+                if self._closing:
+                    raise SystemExit()
+                with signals_deferred():
+                    ok, error = self._send(entry, task_id, scheduled, 0)
+                    (sent.append(task_id) if ok else failed.append((task_id, error)))
+        finally:
+            self._batch_sent = None
+        with signals_deferred():
+            self._mark(sent, failed)
         for entry in due:
             if entry.name in broken:
                 self._invalidate(entry, broken[entry.name])
@@ -490,6 +532,8 @@ class Scheduler(beat.Scheduler):
                                    producer=self.producer, task_id=task_id, headers=headers,
                                    **options)
         except Exception as exc:
+            if self._closing:  # the driver turned our shutdown into an error of its own
+                raise SystemExit() from exc
             logger.exception("beat: could not send %s", entry.name)
             return False, f"{type(exc).__name__}: {exc}"
         return True, ""
@@ -528,6 +572,15 @@ class Scheduler(beat.Scheduler):
         """Nothing is buffered: every send is written when it happens."""
 
     def close(self) -> None:
+        """Stop: record what an interrupted batch already sent, release broker and database.
+
+        Celery calls this from its SIGTERM handler, possibly between two publishes of a
+        batch; after it, :meth:`tick` refuses to run.
+        """
+        self._closing = True
+        if self._batch_sent:
+            sent, self._batch_sent = list(self._batch_sent), None
+            self._mark(sent, [])
         try:
             super().close()
         finally:
