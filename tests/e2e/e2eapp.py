@@ -11,6 +11,7 @@ database, queue and marker file (the brokers are shared with other test runs):
                        "args": [...]}}``
 ``E2E_SYNC_INTERVAL``  ``beatx_sync_interval`` (default 1)
 ``E2E_AUTO_MIGRATE``   ``beatx_auto_migrate`` (``0`` turns it off)
+``E2E_HISTORY_KEEP``   ``beatx_history_keep`` (default 1000)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ app.conf.update(
     beat_schedule=_beat_schedule(os.environ.get("E2E_SCHEDULE", "{}")),
     beatx_sync_interval=float(os.environ.get("E2E_SYNC_INTERVAL", "1")),
     beatx_auto_migrate=os.environ.get("E2E_AUTO_MIGRATE", "1") != "0",
+    beatx_history_keep=int(os.environ.get("E2E_HISTORY_KEEP", "1000")),
     # The beats of these tests are alone on their database: no lease to wait for.
     beatx_lease_seconds=5,
 )
