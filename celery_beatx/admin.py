@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .alerts import LEVELS, Alert
@@ -120,16 +121,20 @@ def info_from_row(row: Task, loaded: tuple[BaseSchedule | None, str | None] | No
         total_run_count=row.total_run_count,
         next_run_at=row.next_run_at,
         invalid_reason=row.invalid_reason or problem,
+        revision=row.revision,
         **fields,
     )
 
 
 def first_run_at(schedule: BaseSchedule, now: datetime,
                  last_run_at: datetime | None = None) -> datetime | None:
-    """When a task (new, changed or re-enabled) should next run."""
+    """When a task (new, changed or re-enabled) should next run.
+
+    Never at or before its last run, even when this process's clock is behind beat's.
+    """
     if last_run_at is None:
         return schedule.initial_run_at(now)
-    return schedule.next_after(now, last_run_at)
+    return schedule.next_after(max(now, last_run_at), last_run_at)
 
 
 class BeatAdmin:
@@ -261,6 +266,18 @@ class BeatAdmin:
             seen.add(spec["name"])
             prepared.append((spec, source))
         now = self._now()
+        try:
+            return self._add_prepared(prepared, seen, now)
+        except IntegrityError:
+            # Another process added one of these names between our check and our insert.
+            with self._tx(readonly=True) as session:
+                taken = self.repo.existing_names(session, seen)
+            if taken:
+                raise TaskExists(f"task {sorted(taken)[0]!r} exists already") from None
+            raise
+
+    def _add_prepared(self, prepared: list[tuple[dict[str, Any], str]], seen: set[str],
+                      now: datetime) -> list[TaskInfo]:
         with self._tx() as session:
             taken = self.repo.existing_names(session, seen)
             if taken:
@@ -321,6 +338,15 @@ class BeatAdmin:
         row.revision = revision if revision is not None else self.repo.next_revision(session)
         row.updated_at = now
         return True
+
+    def _set_source(self, name: str, source: str, *, enabled: bool) -> None:
+        """Beat's own bookkeeping of ``beat_schedule`` tasks (not a definition change)."""
+        now = self._now()
+        with self._tx() as session:
+            row = self._row(session, name, for_update=True)
+            row.source = source
+            if not self._apply(session, row, {"enabled": enabled}, now, "config sync"):
+                row.revision = self.repo.next_revision(session)
 
     def remove(self, name: str) -> None:
         """Remove a task (its versions go with it; its run history stays).

@@ -7,6 +7,7 @@ field and the value, before anything is written.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,6 +19,8 @@ from .schedules import BaseSchedule, Calendar, calendar_filtered, from_celery, s
 CATCHUP_MODES = ("skip", "once", "all")
 OVERLAP_MODES = ("allow", "skip", "buffer_one")
 NAME_MAX = 200
+#: Upper bound for seconds fields (``expires``, ``jitter``): ten years.
+MAX_SECONDS = 10 * 365 * 86400.0
 
 #: Definition fields with their defaults, in the order of ``BeatAdmin.add``.
 DEFAULTS: dict[str, Any] = {
@@ -64,6 +67,8 @@ def _name(value: Any, field_name: str) -> str:
     if len(value) > NAME_MAX:
         raise InvalidSchedule(
             f"{field_name} {value[:40]!r}... is longer than {NAME_MAX} characters", field_name)
+    if "\x00" in value:
+        raise InvalidSchedule(f"{field_name} {value!r} contains a NUL character", field_name)
     return value
 
 
@@ -73,18 +78,23 @@ def _optional_name(value: Any, field_name: str) -> str | None:
 
 def _json(value: Any, field_name: str) -> Any:
     try:
-        json.dumps(value)
+        # NaN and infinities are not JSON, and PostgreSQL and MariaDB refuse them.
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidSchedule(f"{field_name} {value!r} is not JSON-serialisable: {exc}",
                               field_name) from None
     return value
 
 
-def _number(value: Any, field_name: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+def _number(value: Any, field_name: str, *, minimum: float = 0.0, strict: bool = False,
+            maximum: float = MAX_SECONDS) -> float:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidSchedule(f"{field_name} {value!r} is not a number", field_name)
+    if not math.isfinite(value) or value > maximum:
+        raise InvalidSchedule(f"{field_name} {value!r} must be a finite number <= {maximum:g}",
+                              field_name)
     if value < minimum or (strict and value <= minimum):
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
         raise InvalidSchedule(f"{field_name} {value!r} must be {bound}", field_name)
@@ -223,6 +233,8 @@ class TaskInfo:
     total_run_count: int = 0
     next_run_at: datetime | None = None
     invalid_reason: str | None = None
+    #: The change revision of the last definition change (the change feed's order).
+    revision: int = 0
     schedule_dict: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import beat
@@ -27,17 +27,22 @@ from celery.schedules import crontab as celery_crontab
 from .admin import BeatAdmin, info_from_row, load_schedule, utcnow
 from .alerts import Alert, AlertCooldown, dispatch
 from .config import BeatxConfig
-from .definitions import DEFAULTS, TaskInfo, coerce_schedule, effective_schedule, validate_fields
-from .errors import BeatxError, SchemaOutOfDate, TaskExists
+from .definitions import DEFAULTS, TaskInfo, effective_schedule, validate_fields
+from .errors import InvalidSchedule, SchemaOutOfDate, TaskExists
 from .migrate import ensure_schema
 from .schedules import BaseSchedule
 from .store.engine import make_engine
-from .store.models import Run, Task
+from .store.models import Task
 from .store.repository import Repository
 
 logger = logging.getLogger("celery_beatx.scheduler")
 UTC = timezone.utc
+#: Longest wait between attempts while the database refuses to record sends.
+MAX_BACKOFF = 30.0
 RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
+
+#: ``source`` of tasks synced from ``beat_schedule``, and of those that left it.
+CONFIG, CONFIG_REMOVED = "config", "config-removed"
 
 #: ``options`` keys of a ``beat_schedule`` entry that have their own task field.
 _OWN_OPTION_FIELDS = ("queue", "priority", "expires", "headers")
@@ -82,7 +87,7 @@ class Entry(beat.ScheduleEntry):
                  schedule: BaseSchedule | None = None, args: Any = (), kwargs: Any = None,
                  options: Mapping[str, Any] | None = None, relative: bool = False,
                  app: Any = None, next_run_at: datetime | None = None,
-                 info: TaskInfo | None = None) -> None:
+                 info: TaskInfo | None = None, revision: int = 0) -> None:
         # Celery's constructor would set ``schedule.app`` on our immutable schedules.
         self.app = app
         self.name = name
@@ -95,6 +100,8 @@ class Entry(beat.ScheduleEntry):
         self.total_run_count = total_run_count or 0
         self.next_run_at = next_run_at
         self.info = info
+        #: The definition revision this entry was built from.
+        self.revision = revision
 
     @classmethod
     def from_info(cls, info: TaskInfo, app: Any = None,
@@ -113,7 +120,7 @@ class Entry(beat.ScheduleEntry):
                    total_run_count=info.total_run_count,
                    schedule=schedule or info.effective_schedule,
                    args=info.args, kwargs=info.kwargs, options=options, app=app,
-                   next_run_at=info.next_run_at, info=info)
+                   next_run_at=info.next_run_at, info=info, revision=info.revision)
 
     def is_due(self) -> tuple[bool, float]:  # type: ignore[override]
         """Celery-compatible ``(is_due, seconds_to_next)`` from the stored next run."""
@@ -129,13 +136,21 @@ class Entry(beat.ScheduleEntry):
 
 
 def config_entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Map a ``beat_schedule`` entry (Celery's dict form) onto task fields."""
-    options = dict(entry.get("options") or {})
+    """Map a ``beat_schedule`` entry (Celery's dict form) onto task fields.
+
+    Values are passed on as given, for :func:`validate_fields` to check.
+    """
+    if not isinstance(entry, Mapping):
+        raise InvalidSchedule(f"entry {entry!r} is not a mapping", "entry")
+    options = entry.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise InvalidSchedule(f"options {options!r} must be a mapping", "options")
+    options = dict(options)
     fields: dict[str, Any] = {
         "task": entry.get("task"),
         "schedule": entry.get("schedule"),
-        "args": list(entry.get("args") or ()),
-        "kwargs": dict(entry.get("kwargs") or {}),
+        "args": entry.get("args") or (),
+        "kwargs": entry.get("kwargs") or {},
     }
     for key in _OWN_OPTION_FIELDS:
         if key in options:
@@ -154,6 +169,8 @@ class Scheduler(beat.Scheduler):
     """Celery beat scheduler backed by SQLAlchemy (see the module docstring)."""
 
     Entry = Entry
+    #: Due entries recorded, sent and confirmed together (one transaction each side).
+    batch_size = 1000
 
     def __init__(self, app: Any, *args: Any, schedule_filename: str | None = None,
                  lazy: bool = False, clock: Callable[[], datetime] | None = None,
@@ -170,6 +187,8 @@ class Scheduler(beat.Scheduler):
         #: Task ids of the batch being sent that have left already (see :meth:`close`).
         self._batch_sent: list[str] | None = None
         self._closing = False
+        self._failures = 0
+        self._backoff_until = float("-inf")
         self.engine: Any = None
         self.repo: Repository | None = None
         self.admin: BeatAdmin | None = None
@@ -207,38 +226,43 @@ class Scheduler(beat.Scheduler):
     def sync_config(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         """Store ``beat_schedule`` entries as ``source="config"`` tasks.
 
-        New entries are added, changed ones updated (a new version), and config tasks no
-        longer in the config are disabled, never deleted.  A broken entry is logged and
-        skipped; the others are still synced.
+        New entries are added and changed ones updated (a new version).  A config task no
+        longer in the config is disabled, never deleted, and marked ``config-removed``; if
+        the entry comes back it is enabled again.  Whether a config task is enabled is
+        otherwise left alone, so one disabled through the admin API stays disabled across
+        restarts.  A broken entry is logged and skipped; the others are still synced.
         """
         assert self.admin is not None
         admin = self.admin
-        existing = {t.name: t for t in admin.list(source="config")}
+        existing = {t.name: t for source in (CONFIG, CONFIG_REMOVED)
+                    for t in admin.list(source=source)}
         for name, entry in entries.items():
             try:
                 fields = config_entry_fields(entry)
-                fields["schedule"] = coerce_schedule(fields["schedule"], self.beatx.timezone)
                 current = existing.get(name)
                 if current is None:
                     admin.add(name, fields.pop("task"), fields.pop("schedule"),
-                              source="config", **fields)
-                else:
-                    changes = validate_fields(fields, self.beatx.timezone)
-                    wanted = dict(DEFAULTS)
-                    wanted.update(changes)
-                    definition = current.definition()
-                    diff = {k: v for k, v in wanted.items() if definition.get(k) != v}
-                    if diff or not current.enabled:
-                        admin.update(name, enabled=True, **fields)
+                              source=CONFIG, **fields)
+                    continue
+                changes = validate_fields(fields, self.beatx.timezone)
+                wanted = dict(DEFAULTS)
+                wanted.update(changes)
+                definition = current.definition()
+                if any(definition.get(k) != v for k, v in wanted.items()):
+                    admin.update(name, **fields)
+                if current.source == CONFIG_REMOVED:
+                    logger.info("beat: %r is back in beat_schedule; enabling it", name)
+                    admin._set_source(name, CONFIG, enabled=True)
             except TaskExists:
                 logger.warning("beat: beat_schedule entry %r is ignored: a task of that "
                                "name was added through the admin API", name)
-            except BeatxError as exc:
-                logger.error("beat: beat_schedule entry %r is invalid: %s", name, exc)
+            except Exception as exc:  # one bad entry must not keep beat from starting
+                logger.error("beat: beat_schedule entry %r is invalid and skipped: %s",
+                             name, exc)
         for name, info in existing.items():
-            if info.source == "config" and name not in entries and info.enabled:
+            if info.source == CONFIG and name not in entries:
                 logger.info("beat: %r left beat_schedule; disabling it", name)
-                admin.disable(name)
+                admin._set_source(name, CONFIG_REMOVED, enabled=False)
 
     def recover(self) -> None:
         """Re-send runs a crash left ``pending`` (recorded, not known to be sent).
@@ -389,11 +413,18 @@ class Scheduler(beat.Scheduler):
             except Exception:
                 logger.exception("beat: could not read changes; retrying next tick")
                 self._last_poll = time.monotonic()
-        now = self.clock()
-        due = self._pop_due(now)
-        if due:
-            self.send_due(due, now)
+        backoff = self._backoff_until - time.monotonic()
+        if backoff <= 0:
+            now = self.clock()
+            due = self._pop_due(now)
+            if due:
+                self.send_due(due, now)
+        if len(self._queue) > 2 * len(self._entries) + 1000:
+            self._rebuild_queue()  # drop heap items left behind by moved or removed entries
         wait = min(self.max_interval, interval - (time.monotonic() - self._last_poll))
+        backoff = self._backoff_until - time.monotonic()
+        if backoff > 0:
+            return max(min(wait, backoff), 0.0)
         if self._queue:
             wait = min(wait, self._queue[0][0] - self.clock().timestamp())
         return max(wait, 0.0)
@@ -415,11 +446,23 @@ class Scheduler(beat.Scheduler):
         return due
 
     def send_due(self, due: list[Entry], now: datetime) -> None:
-        """Record, send and confirm a batch of due entries.
+        """Record, send and confirm due entries, in batches of :attr:`batch_size`."""
+        for start in range(0, len(due), self.batch_size):
+            if self._closing:
+                raise SystemExit()
+            if not self._send_batch(due[start:start + self.batch_size], now):
+                # The database refused: put the rest back and wait (see tick()).
+                self._retry_later(due[start + self.batch_size:])
+                return
+
+    def _send_batch(self, due: list[Entry], now: datetime) -> bool:
+        """Record, send and confirm one batch; False when it could not be recorded.
 
         The runs are written ``pending`` together with the tasks' new state before any
         message leaves, and marked ``sent`` after: a crash in between leaves ``pending``
-        runs that :meth:`recover` re-sends with the same task id.
+        runs that :meth:`recover` re-sends with the same task id.  An occurrence whose run
+        row exists already (sent before a crash, or by another beat) advances the task but
+        is not sent again.
         """
         assert self.repo is not None
         plans: list[tuple[Entry, datetime, datetime | None, str]] = []
@@ -436,31 +479,40 @@ class Scheduler(beat.Scheduler):
                 following = None
                 broken[entry.name] = f"{type(exc).__name__}: {exc}"
             plans.append((entry, scheduled, following, run_task_id(entry.name, scheduled)))
-        if not plans:
-            return
         try:
             with signals_deferred(), self.repo.transaction() as session:
+                done_before = self.repo.existing_run_ids(session, [p[3] for p in plans])
                 self.repo.add_runs(session, [
-                    Run(task_name=e.name, task_id=tid, scheduled_at=sched, attempt=0,
-                        status="pending", instance_id=self.beatx.instance_id, created_at=now)
-                    for e, sched, _, tid in plans])
+                    {"task_name": e.name, "task_id": tid, "scheduled_at": sched,
+                     "attempt": 0, "status": "pending",
+                     "instance_id": self.beatx.instance_id, "created_at": now}
+                    for e, sched, _, tid in plans if tid not in done_before])
                 # A schedule with no next time is done (a one-off after its run): disable
                 # it.  A broken one stays enabled, so that it runs again once fixed.
                 self.repo.save_states(session, [
-                    (e.name, now, e.total_run_count + 1, following,
-                     following is not None or e.name in broken)
-                    for e, _, following, _ in plans])
-                finished = [e.name for e, _, following, _ in plans if following is None
-                            and e.name not in broken and _cleanup(e) == "delete"]
+                    (e.name, e.revision, now, following,
+                     following is None and e.name not in broken)
+                    for e, _, following, tid in plans if tid not in done_before])
+                finished = [e.name for e, _, following, tid in plans if following is None
+                            and tid not in done_before and e.name not in broken
+                            and _cleanup(e) == "delete"]
                 if finished:
                     # A one-off asked to be deleted after its run; the tombstone tells
                     # other beats.  Its run row stays as history.
                     self.repo.remove_tasks(session, finished,
                                            self.repo.next_revision(session), now)
         except Exception:
-            logger.exception("beat: could not record %d due run(s); will retry", len(plans))
-            self._retry_later(plans, now)
-            return
+            self._failures += 1
+            delay = min(self.beatx.sync_interval * 2 ** (self._failures - 1), MAX_BACKOFF)
+            self._backoff_until = time.monotonic() + delay
+            logger.exception("beat: could not record %d due run(s); retrying in %.1f s",
+                             len(plans), delay)
+            self._retry_later(due)
+            return False
+        self._failures = 0
+        if done_before:
+            logger.warning("beat: %d occurrence(s) had been sent already; not sending again",
+                           len(done_before))
         sent: list[str] = []
         failed: list[tuple[str, str]] = []
         for entry, _, following, _ in plans:
@@ -478,6 +530,8 @@ class Scheduler(beat.Scheduler):
         self._batch_sent = sent
         try:
             for entry, scheduled, _, task_id in plans:
+                if task_id in done_before:
+                    continue
                 if self._closing:
                     raise SystemExit()
                 with signals_deferred():
@@ -490,6 +544,7 @@ class Scheduler(beat.Scheduler):
         for entry in due:
             if entry.name in broken:
                 self._invalidate(entry, broken[entry.name])
+        return True
 
     @staticmethod
     def _following(schedule: BaseSchedule, scheduled: datetime,
@@ -505,14 +560,10 @@ class Scheduler(beat.Scheduler):
             return schedule.next_after(now, now)
         return schedule.next_after(now, scheduled)
 
-    def _retry_later(self, plans: list[Any], now: datetime) -> None:
-        retry_at = now + timedelta(seconds=self.beatx.sync_interval)
-        for entry, scheduled, *_ in plans:
-            self._seq += 1
-            heapq.heappush(self._queue, (scheduled.timestamp(), self._seq, entry.name))
-            entry.next_run_at = scheduled
-        if plans:
-            logger.debug("beat: next attempt at %s", retry_at.isoformat())
+    def _retry_later(self, entries: list[Entry]) -> None:
+        """Put entries back on the heap at their (past) due time, to be tried again."""
+        for entry in entries:
+            self._push(entry)
 
     def _send(self, entry: Entry, task_id: str, scheduled: datetime,
               attempt: int) -> tuple[bool, str]:

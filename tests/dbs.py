@@ -54,10 +54,12 @@ def fresh_database(backend: str, tmp_dir: str) -> Iterator[str]:
 
 def truncate_all(url: str) -> None:
     """Empty every beatx_ table but the Alembic version table."""
-    from celery_beatx.store.models import Base
+    from celery_beatx.store.models import Base, Counter
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
+        # as the migration leaves it
+        conn.execute(sa.insert(Counter).values(name="revision", value=0))
     engine.dispose()

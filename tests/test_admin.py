@@ -140,6 +140,13 @@ def test_next_runs(admin, clock):
                            {"name": "dup", "task": "t", "schedule": every(seconds=1)}]),
      TaskExists),
     (lambda a: a.add("x", "t", every(seconds=1), depends_on=["ghost"]), TaskNotFound),
+    (lambda a: a.add("x", "t", every(seconds=1), jitter=float("nan")), InvalidSchedule),
+    (lambda a: a.add("x", "t", every(seconds=1), expires=float("inf")), InvalidSchedule),
+    (lambda a: a.add("x", "t", every(seconds=1), expires=1e12), InvalidSchedule),
+    (lambda a: a.add("x", "t", every(seconds=1), headers={"h": float("nan")}),
+     InvalidSchedule),
+    (lambda a: a.add("x\x00y", "t", every(seconds=1)), InvalidSchedule),
+    (lambda a: a.add("x", "t", every(seconds=1), args="abc"), InvalidSchedule),
 ])
 def test_bad_input_writes_nothing(admin, call, error):
     admin.add("dup", "t", every(seconds=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,8 +12,8 @@ import sqlalchemy as sa
 from celery import Celery
 from celery.schedules import crontab as celery_crontab
 
-from beat_helpers import drain, make, runs
-from celery_beatx import BeatAdmin, every
+from beat_helpers import REDIS, drain, make, runs
+from celery_beatx import BeatAdmin, cron, every
 from celery_beatx.scheduler import Scheduler, run_task_id
 from celery_beatx.store.models import Run, Task
 
@@ -245,3 +246,97 @@ def test_config_entry_does_not_override_an_api_task(app, db_url, clock, caplog):
     assert (info.task, info.source) == ("proj.api", "api")
     assert "ignored" in caplog.text and "'broken' is invalid" in caplog.text
     assert admin.get("fine").source == "config"
+
+
+def test_an_occurrence_already_sent_is_not_sent_again_and_does_not_stall_beat(
+        app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("rep", "proj.rep", every(seconds=10))
+    admin.add("other", "proj.other", every(seconds=10))
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    assert len(drain(queue_name)) == 2
+    sent_at = datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # e.g. a clock-skewed writer put back a time already sent
+        conn.execute(sa.update(Task).where(Task.name == "rep").values(next_run_at=sent_at))
+    engine.dispose()
+    beat = make(app, clock)
+    beat.tick()
+    assert drain(queue_name) == []  # not sent twice
+    clock.advance(seconds=10)
+    beat.tick()  # and beat is not stuck: both go on
+    beat.close()
+    assert sorted(m["headers"]["task"] for m in drain(queue_name)) == ["proj.other", "proj.rep"]
+
+
+def test_beat_never_undoes_an_admin_change_it_has_not_polled_yet(app, db_url, clock,
+                                                                  queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("job", "proj.job", every(seconds=10))
+    admin.add("rep", "proj.rep", every(seconds=10))
+    beat = make(app, clock)
+    admin.disable("job")
+    admin.update("rep", schedule=cron("0 3 * * *"))
+    clock.advance(seconds=10)
+    beat.send_due(beat._pop_due(clock.now), clock.now)  # sends with what it has in memory
+    job, rep = admin.get("job"), admin.get("rep")
+    assert job.enabled is False and job.total_run_count == 1
+    assert rep.next_run_at == datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    beat.poll_changes()
+    assert set(beat.schedule) == {"rep"}
+    assert beat.schedule["rep"].next_run_at == datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    beat.close()
+
+
+def test_database_refusing_writes_makes_beat_back_off_not_spin(tmp_path, clock, queue_name):
+    url = f"sqlite:///{tmp_path}/locked.sqlite3"
+    app = Celery("backoff", broker=REDIS, set_as_current=False)
+    app.conf.update(beatx_database_url=url, task_default_queue=queue_name,
+                    beatx_engine_options={"connect_args": {"timeout": 0.05}},
+                    result_expires=None)
+    admin = BeatAdmin(url=url, clock=clock)
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    holder = sqlite3.connect(f"{tmp_path}/locked.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        waits = [beat.tick() for _ in range(3)]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert waits[0] > 0.5 and all(w > 0 for w in waits)  # backs off instead of spinning
+    assert drain(queue_name) == []
+    beat._backoff_until = float("-inf")  # the back-off has passed
+    beat.tick()
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.job"]
+    beat.close()
+
+
+def test_config_sync_keeps_admin_disable_and_survives_malformed_entries(app, db_url, clock,
+                                                                         caplog):
+    app.conf.beat_schedule = {
+        "good": {"task": "proj.good", "schedule": 30.0},
+        "as_list": ["not", "a", "dict"],
+        "bad_kwargs": {"task": "proj.x", "schedule": 5.0, "kwargs": [1, 2]},
+        "str_args": {"task": "proj.x", "schedule": 5.0, "args": "abc"},
+    }
+    with caplog.at_level(logging.ERROR, logger="celery_beatx"):
+        make(app, clock).close()
+    for name in ("as_list", "bad_kwargs", "str_args"):
+        assert f"'{name}' is invalid" in caplog.text
+    admin = BeatAdmin(url=db_url, clock=clock)
+    assert [t.name for t in admin.list()] == ["good"]
+    admin.disable("good")
+    make(app, clock).close()
+    assert admin.get("good").enabled is False  # a restart does not re-enable it
+    app.conf.beat_schedule = {}
+    make(app, clock).close()
+    assert admin.get("good").source == "config-removed"
+    app.conf.beat_schedule = {"good": {"task": "proj.good", "schedule": 30.0}}
+    make(app, clock).close()
+    good = admin.get("good")
+    assert (good.source, good.enabled) == ("config", True)  # back in the config: enabled

@@ -190,23 +190,38 @@ class Repository:
 
     def save_states(
         self, session: Session,
-        states: Sequence[tuple[str, datetime | None, int, datetime | None, bool]],
+        states: Sequence[tuple[str, int, datetime, datetime | None, bool]],
     ) -> None:
-        """Write the scheduling state of many tasks in one executemany.
+        """Record a send for many tasks, in three executemany statements.
 
-        Each item is ``(name, last_run_at, total_run_count, next_run_at, enabled)``.  There is
-        no revision bump: this is not a definition change, and beats do not need to re-read
-        their own progress.
+        Each item is ``(name, revision, last_run_at, next_run_at, finished)``: the revision of
+        the definition beat computed ``next_run_at`` from.  The run itself always counts;
+        the next run time (and, for a ``finished`` schedule, ``enabled=False``) is written
+        only if the definition is still that revision — a change the admin committed since
+        brings its own next run time, and beat must not undo it.  There is no revision bump:
+        beats do not need to re-read their own progress.  Rows are touched in name order so
+        that concurrent writers lock them in the same order.
         """
         if not states:
             return
         table = Task.__table__
-        stmt = (update(table).where(table.c.name == bindparam("b_name"))
-                .values(last_run_at=bindparam("b_last"), total_run_count=bindparam("b_count"),
-                        next_run_at=bindparam("b_next"), enabled=bindparam("b_enabled")))
-        session.execute(stmt, [
-            {"b_name": n, "b_last": last, "b_count": count, "b_next": nxt, "b_enabled": on}
-            for n, last, count, nxt, on in states])
+        ordered = sorted(states)
+        session.execute(
+            update(table).where(table.c.name == bindparam("b_name"))
+            .values(last_run_at=bindparam("b_last"),
+                    total_run_count=table.c.total_run_count + 1),
+            [{"b_name": n, "b_last": last} for n, _, last, _, _ in ordered])
+        session.execute(
+            update(table).where(table.c.name == bindparam("b_name"),
+                                table.c.revision == bindparam("b_rev"))
+            .values(next_run_at=bindparam("b_next")),
+            [{"b_name": n, "b_rev": rev, "b_next": nxt} for n, rev, _, nxt, _ in ordered])
+        done = [{"b_name": n, "b_rev": rev} for n, rev, _, _, fin in ordered if fin]
+        if done:
+            session.execute(
+                update(table).where(table.c.name == bindparam("b_name"),
+                                    table.c.revision == bindparam("b_rev"))
+                .values(enabled=False), done)
 
     def mark_invalid(self, session: Session, marks: Mapping[str, str | None]) -> None:
         """Set (or, with ``None``, clear) the invalid reason of tasks."""
@@ -237,9 +252,17 @@ class Repository:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def add_runs(self, session: Session, runs: Iterable[Run]) -> None:
-        session.add_all(list(runs))
-        session.flush()
+    def add_runs(self, session: Session, runs: Sequence[dict[str, Any]]) -> None:
+        """Insert run rows (column dicts) with one executemany, bypassing the ORM."""
+        if runs:
+            session.execute(Run.__table__.insert(), list(runs))
+
+    def existing_run_ids(self, session: Session, task_ids: Iterable[str]) -> set[str]:
+        """Which of ``task_ids`` already have a run row (sent before, e.g. by a crashed beat)."""
+        found: set[str] = set()
+        for chunk in _chunks(list(task_ids)):
+            found.update(session.scalars(select(Run.task_id).where(Run.task_id.in_(chunk))))
+        return found
 
     def mark_runs(
         self, session: Session, task_ids: Sequence[str], *, status: str, at: datetime,

@@ -42,6 +42,9 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_beatx_counters")),
     )
+    # The change-feed counter exists from the start, so concurrent first writers lock one
+    # row instead of racing to insert it.
+    op.execute("INSERT INTO beatx_counters (name, value) VALUES ('revision', 0)")
     op.create_table(
         "beatx_instances",
         sa.Column("instance_id", sa.String(length=200), nullable=False),
