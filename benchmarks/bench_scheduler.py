@@ -151,6 +151,23 @@ def changed_name(i: int, n: int) -> str:
     return task_name(2 * ((i * 7919 + 1) % max(n // 2, 1)) + 1)
 
 
+def measure_peer_pickups(sched: Any, cfg: dict[str, Any], n: int, out: dict[str, Any],
+                         change: Any) -> None:
+    """Time the tick after each of ``cfg["peer_pickups"]`` one-task changes made by
+    ``change(name, i)`` (which sets the task's args to ``[i]``)."""
+    pickups = []
+    for i in range(cfg["peer_pickups"]):
+        name = changed_name(i, n)
+        change(name, i)
+        time.sleep(0.002)  # the change marker is a timestamp: keep it strictly increasing
+        seconds, _ = timed(sched.tick)
+        pickups.append(seconds)
+        entry = sched.schedule.get(name)
+        if entry is None or entry.args != [i]:
+            out["notes"].append(f"pick-up: change {i} was not seen by the tick")
+    out["pickup"] = stats(pickups)
+
+
 # -- celery-beatx ----------------------------------------------------------------------------
 
 def worker_ours(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -363,20 +380,13 @@ def worker_sqlalchemy(cfg: dict[str, Any]) -> dict[str, Any]:
     out["idle_tick"] = stats(durations)
     out["idle_tick_min_wait"] = min(waits)
 
-    pickups = []
-    for i in range(cfg["peer_pickups"]):
-        name = changed_name(i, n)
+    def change(name: str, i: int) -> None:
         with session_factory() as session:
             row = session.scalars(select(PeriodicTask).where(PeriodicTask.name == name)).one()
             row.args = json.dumps([i])
             session.commit()
-        time.sleep(0.002)  # the change marker is a timestamp: keep it strictly increasing
-        seconds, _ = timed(sched.tick)
-        pickups.append(seconds)
-        entry = sched.schedule.get(name)
-        if entry is None or entry.args != [i]:
-            out["notes"].append(f"pick-up: change {i} was not seen by the tick")
-    out["pickup"] = stats(pickups)
+
+    measure_peer_pickups(sched, cfg, n, out, change)
     sched.close()
     out["notes"].append("pick-up is the tick after one PeriodicTask update (it re-reads every "
                         "enabled task and rebuilds the heap)")
@@ -442,19 +452,12 @@ def worker_django(cfg: dict[str, Any]) -> dict[str, Any]:
     out["idle_tick"] = stats(durations)
     out["idle_tick_min_wait"] = min(waits)
 
-    pickups = []
-    for i in range(cfg["peer_pickups"]):
-        name = changed_name(i, n)
+    def change(name: str, i: int) -> None:
         row = PeriodicTask.objects.get(name=name)
         row.args = json.dumps([i])
         row.save()
-        time.sleep(0.002)  # the change marker is a timestamp: keep it strictly increasing
-        seconds, _ = timed(sched.tick)
-        pickups.append(seconds)
-        entry = sched.schedule.get(name)
-        if entry is None or entry.args != [i]:
-            out["notes"].append(f"pick-up: change {i} was not seen by the tick")
-    out["pickup"] = stats(pickups)
+
+    measure_peer_pickups(sched, cfg, n, out, change)
     sched.close()
     out["notes"].append("pick-up is the tick after one PeriodicTask.save() (it re-reads every "
                         "enabled task and rebuilds the heap)")
