@@ -189,6 +189,8 @@ class BeatAdmin:
         return now.astimezone(UTC)
 
     def _row(self, session: Session, name: str, *, for_update: bool = False) -> Task:
+        if for_update:
+            self.repo.lock_feed(session)
         row = self.repo.get_task(session, name, for_update=for_update)
         if row is None:
             raise TaskNotFound(f"task {name!r} does not exist")

@@ -481,6 +481,10 @@ class Scheduler(beat.Scheduler):
             plans.append((entry, scheduled, following, run_task_id(entry.name, scheduled)))
         try:
             with signals_deferred(), self.repo.transaction() as session:
+                if any(f is None for _, _, f, _ in plans):
+                    # A finished one-off may be deleted below, which takes the feed counter:
+                    # take it before the task rows, in the order admin writers use.
+                    self.repo.lock_feed(session)
                 done_before = self.repo.existing_run_ids(session, [p[3] for p in plans])
                 self.repo.add_runs(session, [
                     {"task_name": e.name, "task_id": tid, "scheduled_at": sched,

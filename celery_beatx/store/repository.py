@@ -74,6 +74,11 @@ class Repository:
             select(Counter.value).where(Counter.name == REVISION)
         ).scalar_one())
 
+    def lock_feed(self, session: Session) -> None:
+        """Take the change-feed counter's row lock now (writers take it first, then rows,
+        so that two admin writers never wait on each other in opposite orders)."""
+        session.execute(select(Counter.value).where(Counter.name == REVISION).with_for_update())
+
     def current_revision(self, session: Session) -> int:
         """The newest revision handed out so far (0 when none)."""
         value = session.execute(
