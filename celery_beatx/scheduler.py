@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -545,10 +545,32 @@ class Scheduler(beat.Scheduler):
             self._batch_sent = None
         with signals_deferred():
             self._mark(sent, failed)
+        self._prune(entry for entry, *_ in plans)
         for entry in due:
             if entry.name in broken:
                 self._invalidate(entry, broken[entry.name])
         return True
+
+    def _prune(self, entries: Iterable[Entry]) -> None:
+        """Keep ``beatx_history_keep`` runs per task (``0``: keep all).
+
+        Pruning a task every ``min(keep, 100)`` runs bounds its history to fewer than
+        ``keep + 100`` rows at the cost of one DELETE per task per hundred sends.
+        """
+        keep = self.beatx.history_keep
+        if keep <= 0:
+            return
+        step = min(keep, 100)
+        names = sorted(e.name for e in entries if e.total_run_count % step == 0)
+        if not names:
+            return
+        assert self.repo is not None
+        try:
+            with signals_deferred(), self.repo.transaction() as session:
+                for name in names:
+                    self.repo.prune_runs(session, name, keep)
+        except Exception:
+            logger.exception("beat: could not prune run history; trying again later")
 
     @staticmethod
     def _following(schedule: BaseSchedule, scheduled: datetime,

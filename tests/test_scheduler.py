@@ -340,3 +340,20 @@ def test_config_sync_keeps_admin_disable_and_survives_malformed_entries(app, db_
     make(app, clock).close()
     good = admin.get("good")
     assert (good.source, good.enabled) == ("config", True)  # back in the config: enabled
+
+
+def test_history_is_pruned_to_beatx_history_keep(app, db_url, clock, queue_name):
+    app.conf.beatx_history_keep = 3
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    for _ in range(7):
+        clock.advance(seconds=10)
+        beat.tick()
+    beat.close()
+    kept = [r.scheduled_at for r in admin.history("job")]
+    # pruned back to 3 at the 6th run, then one more: the newest 4 remain
+    assert kept == [datetime(2026, 3, 1, 12, 0, s, tzinfo=UTC) if s < 60 else
+                    datetime(2026, 3, 1, 12, 1, s - 60, tzinfo=UTC) for s in (70, 60, 50, 40)]
+    assert admin.get("job").total_run_count == 7
+    assert len(drain(queue_name)) == 7
