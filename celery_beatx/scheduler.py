@@ -282,7 +282,7 @@ class Scheduler(beat.Scheduler):
             if row is None:
                 failed.append((run.task_id, "task was removed"))
                 continue
-            entry = Entry.from_info(self._info(row), app=self.app)
+            entry = Entry.from_info(info_from_row(row), app=self.app)
             ok, error = self._send(entry, run.task_id, run.scheduled_at, run.attempt)
             (sent.append(run.task_id) if ok else failed.append((run.task_id, error)))
         self._mark(sent, failed)
@@ -303,9 +303,6 @@ class Scheduler(beat.Scheduler):
         self._save_marks(marks)
         logger.info("beat: loaded %d enabled task(s)", len(self._entries))
 
-    def _info(self, row: Task, loaded: Any = None) -> TaskInfo:
-        return info_from_row(row, loaded)
-
     def _entry_for(self, row: Task, marks: dict[str, str | None]) -> Entry | None:
         """Entry for ``row``, or None if it cannot be scheduled.
 
@@ -314,30 +311,26 @@ class Scheduler(beat.Scheduler):
         """
         loaded = load_schedule(row.schedule)
         schedule, problem = loaded
-        effective = None
+        entry = None
         if schedule is not None:
-            try:
+            try:  # a custom function not registered here, a calendar that cannot load...
                 schedule.check()
                 effective = effective_schedule(schedule, row.calendar)
-            except Exception as exc:  # e.g. a custom function not registered in beat
-                problem = f"{type(exc).__name__}: {exc}"
-        if effective is None:
+                entry = Entry.from_info(info_from_row(row, loaded), app=self.app,
+                                        schedule=effective)
+                if entry.next_run_at is None:
+                    # Enabled but with no next run: its schedule failed (or found no time)
+                    # before. Ask again, so a fixed task resumes and a still-broken one is
+                    # reported.
+                    entry.next_run_at = effective.next_after(self.clock(), row.last_run_at)
+            except Exception as exc:
+                entry, problem = None, f"{type(exc).__name__}: {exc}"
+        if entry is None:
             if row.invalid_reason != problem:
                 logger.error("beat: task %r has an invalid schedule and is skipped: %s",
                              row.name, problem)
                 marks[row.name] = problem
             return None
-        entry = Entry.from_info(self._info(row, loaded), app=self.app, schedule=effective)
-        if entry.next_run_at is None:
-            # Enabled but with no next run: its schedule failed (or found no time) before.
-            # Ask again, so a fixed task resumes and a still-broken one is reported.
-            try:
-                entry.next_run_at = effective.next_after(self.clock(), row.last_run_at)
-            except Exception as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-                if row.invalid_reason != problem:
-                    marks[row.name] = problem
-                return None
         if row.invalid_reason:
             marks[row.name] = None
         return entry

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, or_, select, update
+from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Alert, Counter, Dependency, Run, Task, TaskVersion, Tombstone
@@ -294,9 +294,6 @@ class Repository:
             .order_by(Run.scheduled_at.desc(), Run.id.desc()).limit(limit)
         ))
 
-    def run_exists(self, session: Session, task_id: str) -> bool:
-        return session.scalar(select(func.count()).where(Run.task_id == task_id)) > 0
-
     def prune_runs(self, session: Session, name: str, keep: int) -> None:
         """Delete all but the newest ``keep`` runs of ``name``."""
         cutoff = session.scalars(
@@ -306,19 +303,6 @@ class Repository:
         if cutoff is not None:
             session.execute(delete(Run).where(Run.task_name == name, Run.id <= cutoff),
                             execution_options=NO_SYNC)
-
-    def delete_runs(self, session: Session, name: str) -> None:
-        session.execute(delete(Run).where(Run.task_name == name), execution_options=NO_SYNC)
-
-    def due_names(self, session: Session, now: datetime, limit: int = 1000) -> list[str]:
-        """Enabled tasks whose next run is at or before ``now`` (uses the index)."""
-        return list(session.scalars(
-            select(Task.name).where(Task.enabled.is_(True), Task.next_run_at <= now)
-            .order_by(Task.next_run_at).limit(limit)
-        ))
-
-    def any_invalid(self, session: Session) -> list[Task]:
-        return list(session.scalars(select(Task).where(or_(Task.invalid_reason.is_not(None)))))
 
     # -- alerts --------------------------------------------------------------------------
 
