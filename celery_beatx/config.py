@@ -40,6 +40,9 @@ class BeatxConfig:
     default_alerts: Any = None
     history_keep: int = 1000
     timezone: str = "UTC"
+    #: Most messages published between a record and its confirm (the duplicates a kill -9
+    #: can cause, always with the same task id).
+    max_in_flight: int = 100
 
     @classmethod
     def from_app(cls, app: Any, schedule_filename: str | None = None) -> BeatxConfig:
@@ -63,5 +66,6 @@ class BeatxConfig:
             alert_webhooks=tuple(get("beatx_alert_webhooks", ())),
             default_alerts=conf.get("beatx_default_alerts"),
             history_keep=int(get("beatx_history_keep", 1000)),
+            max_in_flight=int(get("beatx_max_in_flight", 100)),
             timezone=str(conf.get("timezone") or "UTC"),
         )

@@ -2,50 +2,63 @@
 
 Start beat with ``celery -A proj beat -S celery_beatx.Scheduler`` (or ``-S beatx``).
 
-The scheduler keeps enabled tasks in a heap ordered by next run time.  ``tick()`` sends every
-due task, records each run and the task's new state in the database, and sleeps until the
-next due task — at most ``beatx_sync_interval``, after which it reads only the tasks whose
-``revision`` is newer than the last one it saw (the change feed), never the whole table.
+This class is Celery's interface and the glue between Celery and the parts of the loop in
+:mod:`celery_beatx.beat`: the leader lease (:mod:`~celery_beatx.beat.lease`), the change feed
+(:mod:`~celery_beatx.beat.feed`), the heap of fire times (:mod:`~celery_beatx.beat.heap`) and
+the record -> send -> confirm path (:mod:`~celery_beatx.beat.dispatch`).  Every send goes
+through Celery's own chain ``apply_entry`` -> ``apply_async`` -> ``send_task``, so subclass
+overrides and integrations that patch them keep working.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import signal
+import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from celery import beat
 from celery.schedules import crontab as celery_crontab
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from .admin import BeatAdmin, info_from_row, load_schedule, utcnow
-from .alerts import Alert, AlertCooldown, dispatch
+from .admin import BeatAdmin
+from .beat.dispatch import BROKER_DOWN, DROPPED, FAILED, SENT, Dispatcher, Send, run_task_id
+from .beat.feed import Feed, fire_at
+from .beat.heap import SlotHeap
+from .beat.lease import SINGLE, Leadership
+from .beat.outage import Outage, cause
+from .clock import utcnow
 from .config import BeatxConfig
-from .definitions import DEFAULTS, TaskInfo, effective_schedule, validate_fields
-from .errors import InvalidSchedule, SchemaOutOfDate, TaskExists
+from .definitions import DEFAULTS, TaskInfo, validate_fields
+from .errors import SchemaOutOfDate, TaskExists
 from .migrate import ensure_schema
 from .schedules import BaseSchedule
 from .store.engine import make_engine
-from .store.models import Task
 from .store.repository import Repository
+from .store.rows import checked_definition
+
+__all__ = ["CONFIG", "CONFIG_REMOVED", "Entry", "Scheduler", "run_task_id"]
 
 logger = logging.getLogger("celery_beatx.scheduler")
 UTC = timezone.utc
-#: Longest wait between attempts while the database refuses to record sends.
-MAX_BACKOFF = 30.0
-RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
 
 #: ``source`` of tasks synced from ``beat_schedule``, and of those that left it.
 CONFIG, CONFIG_REMOVED = "config", "config-removed"
 
 #: ``options`` keys of a ``beat_schedule`` entry that have their own task field.
 _OWN_OPTION_FIELDS = ("queue", "priority", "expires", "headers")
+
+#: A wall-clock step larger than this (against the monotonic clock) is a clock jump.
+CLOCK_JUMP = 5.0
+#: How often the leader looks for runs other beats left pending.
+RECOVER_EVERY = 10.0
+
+_MISSING = object()
 
 
 @contextlib.contextmanager
@@ -69,22 +82,13 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def run_task_id(name: str, scheduled_at: datetime, attempt: int = 0) -> str:
-    """Deterministic Celery task id of one occurrence, so duplicates are detectable."""
-    key = f"{name}\x00{scheduled_at.astimezone(UTC).isoformat()}\x00{attempt}"
-    return str(uuid.uuid5(RUN_NAMESPACE, key))
-
-
 class Entry(beat.ScheduleEntry):
-    """A task as beat holds it in memory: definition, schedule and next run time.
-
-    Unlike Celery's entry it is built from a database row and never rebuilds itself; the
-    scheduler advances it in place after each send.
-    """
+    """A task as Celery's interface shows it: built from its database row when asked for
+    (beat itself keeps only a compact slot per task, see :mod:`celery_beatx.beat.heap`)."""
 
     def __init__(self, name: str | None = None, task: str | None = None,
                  last_run_at: datetime | None = None, total_run_count: int | None = None,
-                 schedule: BaseSchedule | None = None, args: Any = (), kwargs: Any = None,
+                 schedule: Any = None, args: Any = (), kwargs: Any = None,
                  options: Mapping[str, Any] | None = None, relative: bool = False,
                  app: Any = None, next_run_at: datetime | None = None,
                  info: TaskInfo | None = None, revision: int = 0) -> None:
@@ -107,20 +111,11 @@ class Entry(beat.ScheduleEntry):
     def from_info(cls, info: TaskInfo, app: Any = None,
                   schedule: BaseSchedule | None = None) -> Entry:
         """Build the entry for a task (``schedule``: its effective schedule, if known)."""
-        options: dict[str, Any] = dict(info.options)
-        if info.queue:
-            options["queue"] = info.queue
-        if info.priority is not None:
-            options["priority"] = info.priority
-        if info.expires is not None:
-            options["expires"] = info.expires
-        if info.headers:
-            options["headers"] = dict(info.headers)
         return cls(name=info.name, task=info.task, last_run_at=info.last_run_at,
                    total_run_count=info.total_run_count,
                    schedule=schedule or info.effective_schedule,
-                   args=info.args, kwargs=info.kwargs, options=options, app=app,
-                   next_run_at=info.next_run_at, info=info, revision=info.revision)
+                   args=info.args, kwargs=info.kwargs, options=send_options(info.definition()),
+                   app=app, next_run_at=info.next_run_at, info=info, revision=info.revision)
 
     def is_due(self) -> tuple[bool, float]:  # type: ignore[override]
         """Celery-compatible ``(is_due, seconds_to_next)`` from the stored next run."""
@@ -135,11 +130,27 @@ class Entry(beat.ScheduleEntry):
                                 self.schedule, self.args, self.kwargs, self.options)
 
 
+def send_options(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``apply_async`` options of a task definition (its own fields plus ``options``)."""
+    options: dict[str, Any] = dict(fields.get("options") or {})
+    if fields.get("queue"):
+        options["queue"] = fields["queue"]
+    if fields.get("priority") is not None:
+        options["priority"] = fields["priority"]
+    if fields.get("expires") is not None:
+        options["expires"] = fields["expires"]
+    if fields.get("headers"):
+        options["headers"] = dict(fields["headers"])
+    return options
+
+
 def config_entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
     """Map a ``beat_schedule`` entry (Celery's dict form) onto task fields.
 
     Values are passed on as given, for :func:`validate_fields` to check.
     """
+    from .errors import InvalidSchedule
+
     if not isinstance(entry, Mapping):
         raise InvalidSchedule(f"entry {entry!r} is not a mapping", "entry")
     options = entry.get("options") or {}
@@ -159,18 +170,29 @@ def config_entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _cleanup(entry: Entry) -> str | None:
-    """What a finished one-off asked for (``"disable"`` or ``"delete"``)."""
-    schedule = entry.info.schedule if entry.info is not None else entry.schedule
-    return getattr(schedule, "cleanup", None)
+class _ScheduleView(Mapping[str, Entry]):
+    """Celery's ``scheduler.schedule``: the enabled tasks beat holds, as entries built on
+    access (so that holding 100,000 tasks does not mean 100,000 entry objects)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def __getitem__(self, name: str) -> Entry:
+        if name not in self._scheduler._heap_slots:
+            raise KeyError(name)
+        return self._scheduler._entry_for(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._scheduler._heap_slots.slots))
+
+    def __len__(self) -> int:
+        return len(self._scheduler._heap_slots)
 
 
 class Scheduler(beat.Scheduler):
     """Celery beat scheduler backed by SQLAlchemy (see the module docstring)."""
 
     Entry = Entry
-    #: Due entries recorded, sent and confirmed together (one transaction each side).
-    batch_size = 1000
 
     def __init__(self, app: Any, *args: Any, schedule_filename: str | None = None,
                  lazy: bool = False, clock: Callable[[], datetime] | None = None,
@@ -178,40 +200,74 @@ class Scheduler(beat.Scheduler):
         self.schedule_filename = schedule_filename
         self.beatx = BeatxConfig.from_app(app, schedule_filename)
         self.clock = clock or utcnow
-        self._entries: dict[str, Entry] = {}
-        self._queue: list[tuple[float, int, str]] = []
-        self._seq = 0
-        self._revision = 0
-        self._last_poll = float("-inf")
-        self._cooldown = AlertCooldown()
-        #: Task ids of the batch being sent that have left already (see :meth:`close`).
-        self._batch_sent: list[str] | None = None
+        self._heap_slots = SlotHeap()
         self._closing = False
-        self._failures = 0
-        self._backoff_until = float("-inf")
+        self._outcome: Any = _MISSING
+        self._last_poll = float("-inf")
+        self._last_recover = float("-inf")
+        self._wall_mono: tuple[float, float] | None = None
         self.engine: Any = None
         self.repo: Repository | None = None
         self.admin: BeatAdmin | None = None
+        self.db = Outage("database", logger)
+        self.broker = Outage("broker", logger)
+        self.leadership: Leadership | None = None
+        self.feed: Feed | None = None
+        self.dispatcher: Dispatcher | None = None
         super().__init__(app, *args, lazy=lazy, **kwargs)
+        # Beat must wake at least every sync interval to read changes and renew its lease.
+        self.max_interval = min(self.max_interval, self.beatx.sync_interval)
 
     # -- set-up --------------------------------------------------------------------------
 
     def setup_schedule(self) -> None:
-        """Connect, migrate (or refuse), sync ``beat_schedule`` and load enabled tasks."""
+        """Connect (waiting for the database), migrate (or refuse), sync ``beat_schedule``,
+        and wire the loop.  Tasks are loaded once this beat may send (leader or single)."""
         self.engine = make_engine(self.beatx.database_url, self.beatx.engine_options)
-        try:
-            ensure_schema(self.engine, self.beatx.auto_migrate)
-        except SchemaOutOfDate as exc:
-            logger.critical("beat: %s", exc)
-            raise SystemExit(f"celery-beatx: {exc}") from None
+        self._wait_for_schema()
         self.repo = Repository(self.engine)
         self.admin = BeatAdmin(engine=self.engine, clock=self.clock, auto_migrate=False,
                                instance_id=self.beatx.instance_id)
         self.admin._schema_checked = True
         self.admin.timezone = self.beatx.timezone
         self.sync_config(self._config_entries())
-        self.recover()
-        self.load_all()
+        feed = self.feed = Feed(self.repo, self._heap_slots, self.clock, logger)
+        lease = self.beatx.lease_seconds
+        self.leadership = Leadership(
+            self.repo, self.beatx.instance_id, ha=self.beatx.ha, lease_seconds=lease,
+            heartbeat_every=self.beatx.sync_interval, started_at=self.clock(), logger=logger,
+            db=self.db)
+        self.leadership.on_gain = self._on_gain
+        self.leadership.on_loss = self._on_loss
+        deadline = self.app.conf.beat_cron_starting_deadline
+        self.dispatcher = Dispatcher(
+            self.repo, self._heap_slots, feed, self.leadership, publish=self._publish,
+            db=self.db, broker=self.broker, logger=logger, clock=self.clock,
+            instance_id=self.beatx.instance_id, max_in_flight=self.beatx.max_in_flight,
+            grace=max(5.0, 2 * self.beatx.sync_interval),
+            starting_deadline=float(deadline) if deadline is not None else None,
+            history_keep=self.beatx.history_keep, closing=lambda: self._closing)
+        self.leadership.maintain()
+
+    def _wait_for_schema(self) -> None:
+        """Migrate (or check) the schema, waiting while the database is unreachable."""
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        while True:
+            try:
+                ensure_schema(self.engine, self.beatx.auto_migrate)
+            except SchemaOutOfDate as exc:
+                logger.critical("beat: %s", exc)
+                raise SystemExit(f"celery-beatx: {exc}") from None
+            except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+                raise SystemExit(f"celery-beatx: cannot use database URL: {cause(exc)}") \
+                    from None
+            except Exception as exc:
+                self.db.failed(exc, "starting")
+                time.sleep(max(self.db.wait(), 0.1))
+                continue
+            self.db.succeeded()
+            return
 
     def _config_entries(self) -> dict[str, Any]:
         entries = dict(self.app.conf.beat_schedule or {})
@@ -264,373 +320,272 @@ class Scheduler(beat.Scheduler):
                 logger.info("beat: %r left beat_schedule; disabling it", name)
                 admin._set_source(name, CONFIG_REMOVED, enabled=False)
 
-    def recover(self) -> None:
-        """Re-send runs a crash left ``pending`` (recorded, not known to be sent).
+    # -- leadership ----------------------------------------------------------------------
 
-        They go out with the same task id, so a consumer can drop one if it did arrive.
-        """
-        assert self.repo is not None
-        with self.repo.transaction(readonly=True) as session:
-            left = self.repo.runs_with_status(session, ("pending",))
-            tasks = {t.name: t for t in self.repo.get_tasks(session, {r.task_name for r in left})}
-        if not left:
-            return
-        logger.warning("beat: %d run(s) were left pending by a crash; re-sending them", len(left))
-        sent, failed = [], []
-        for run in left:
-            row = tasks.get(run.task_name)
-            if row is None:
-                failed.append((run.task_id, "task was removed"))
-                continue
-            entry = Entry.from_info(info_from_row(row), app=self.app)
-            ok, error = self._send(entry, run.task_id, run.scheduled_at, run.attempt)
-            (sent.append(run.task_id) if ok else failed.append((run.task_id, error)))
-        self._mark(sent, failed)
-
-    def load_all(self) -> None:
-        """Load every enabled task into the heap (start-up and leadership changes)."""
-        assert self.repo is not None
-        marks: dict[str, str | None] = {}
-        with self.repo.transaction(readonly=True) as session:
-            # Read the revision first: a change committed while we load is seen again by
-            # the next poll rather than missed.
-            self._revision = self.repo.current_revision(session)
-            rows = self.repo.list_tasks(session, enabled=True)
-            entries = [self._entry_for(row, marks) for row in rows]
-        self._entries = {e.name: e for e in entries if e is not None}
-        self._rebuild_queue()
-        self._last_poll = time.monotonic()
-        self._save_marks(marks)
-        logger.info("beat: loaded %d enabled task(s)", len(self._entries))
-
-    def _entry_for(self, row: Task, marks: dict[str, str | None]) -> Entry | None:
-        """Entry for ``row``, or None if it cannot be scheduled.
-
-        Changes to the row's invalid mark are collected in ``marks`` and written afterwards
-        in a transaction of their own, so loading itself stays read-only.
-        """
-        loaded = load_schedule(row.schedule)
-        schedule, problem = loaded
-        entry = None
-        if schedule is not None:
-            try:  # a custom function not registered here, a calendar that cannot load...
-                schedule.check()
-                effective = effective_schedule(schedule, row.calendar)
-                entry = Entry.from_info(info_from_row(row, loaded), app=self.app,
-                                        schedule=effective)
-                if entry.next_run_at is None:
-                    # Enabled but with no next run: its schedule failed (or found no time)
-                    # before. Ask again, so a fixed task resumes and a still-broken one is
-                    # reported.
-                    entry.next_run_at = effective.next_after(self.clock(), row.last_run_at)
-            except Exception as exc:
-                entry, problem = None, f"{type(exc).__name__}: {exc}"
-        if entry is None:
-            if row.invalid_reason != problem:
-                logger.error("beat: task %r has an invalid schedule and is skipped: %s",
-                             row.name, problem)
-                marks[row.name] = problem
-            return None
-        if row.invalid_reason:
-            marks[row.name] = None
-        return entry
-
-    def _save_marks(self, marks: dict[str, str | None]) -> None:
-        """Write invalid marks (None clears one) and raise an alert for each new one."""
-        if not marks:
-            return
-        assert self.repo is not None
-        now = self.clock()
-        alerts = [Alert(level="critical", kind="invalid_schedule", task_name=name,
-                        message=f"task {name!r} cannot be scheduled and is skipped: {reason}",
-                        at=now) for name, reason in marks.items() if reason]
-        alerts = [a for a in alerts if self._cooldown.admit(a)]
+    def _on_gain(self) -> None:
+        """Leader (or single): load every enabled task and take over orphaned runs."""
+        assert self.feed is not None and self.dispatcher is not None
         try:
-            with self.repo.transaction() as session:
-                self.repo.mark_invalid(session, marks)
-                for alert in alerts:
-                    self.repo.add_alert(session, level=alert.level, kind=alert.kind,
-                                        task_name=alert.task_name, message=alert.message,
-                                        at=alert.at)
-        except Exception:
-            logger.exception("beat: could not record invalid marks; retrying at next load")
-        for alert in alerts:
-            dispatch(alert)
-
-    def _rebuild_queue(self) -> None:
-        self._queue = []
-        for entry in self._entries.values():
-            self._push(entry)
-
-    def _push(self, entry: Entry) -> None:
-        if entry.next_run_at is None:
+            with signals_deferred():
+                self.feed.load_all()
+        except Exception as exc:
+            self.db.failed(exc, "loading tasks")
+            self._heap_slots.clear()
+            self._last_poll = float("-inf")
+            self._needs_load = True
             return
-        self._seq += 1
-        heapq.heappush(self._queue, (entry.next_run_at.timestamp(), self._seq, entry.name))
+        self._needs_load = False
+        self._last_poll = time.monotonic()
+        self._recover()
+
+    def _on_loss(self) -> None:
+        assert self.dispatcher is not None
+        self.dispatcher.drop()
+
+    _needs_load = False
+
+    def _recover(self) -> None:
+        assert self.dispatcher is not None and self.leadership is not None
+        live = None
+        if self.leadership.role == SINGLE:
+            live = self.leadership.live_instances()
+            if live is None:
+                return
+        self._last_recover = time.monotonic()
+        with signals_deferred():
+            self.dispatcher.recover(live)
 
     # -- the loop ------------------------------------------------------------------------
 
     def poll_changes(self) -> int:
         """Apply tasks changed since the last poll; returns how many changed."""
-        assert self.repo is not None
-        marks: dict[str, str | None] = {}
-        with self.repo.transaction(readonly=True) as session:
-            changed, removed, upto = self.repo.changes_since(session, self._revision)
-            for row in changed:
-                entry = self._entry_for(row, marks) if row.enabled else None
-                if entry is None:
-                    self._entries.pop(row.name, None)
-                else:
-                    self._entries[row.name] = entry
-                    self._push(entry)
-            for stone in removed:
-                self._entries.pop(stone.name, None)
-            self._revision = upto
+        assert self.feed is not None
+        with signals_deferred():
+            count = self.feed.poll()
         self._last_poll = time.monotonic()
-        self._save_marks(marks)
-        if changed or removed:
-            logger.info("beat: picked up %d changed and %d removed task(s)",
-                        len(changed), len(removed))
-        return len(changed) + len(removed)
+        return count
 
     def tick(self, *args: Any, **kwargs: Any) -> float:  # type: ignore[override]
-        """Poll for changes when due, send every due task, return seconds to sleep."""
+        """One iteration: keep the lease, read changes, send what is due; returns how long
+        to sleep (0 after a send, to come straight back)."""
         if self._closing:
             # Closed by the shutdown signal handler while a driver swallowed its SystemExit.
             raise SystemExit()
-        interval = self.beatx.sync_interval
-        if time.monotonic() - self._last_poll >= interval:
-            try:
-                with signals_deferred():
-                    self.poll_changes()
-            except Exception:
-                logger.exception("beat: could not read changes; retrying next tick")
-                self._last_poll = time.monotonic()
-        backoff = self._backoff_until - time.monotonic()
-        if backoff <= 0:
-            now = self.clock()
-            due = self._pop_due(now)
-            if due:
-                self.send_due(due, now)
-        if len(self._queue) > 2 * len(self._entries) + 1000:
-            self._rebuild_queue()  # drop heap items left behind by moved or removed entries
-        wait = min(self.max_interval, interval - (time.monotonic() - self._last_poll))
-        backoff = self._backoff_until - time.monotonic()
-        if backoff > 0:
-            return max(min(wait, backoff), 0.0)
-        if self._queue:
-            wait = min(wait, self._queue[0][0] - self.clock().timestamp())
-        return max(wait, 0.0)
-
-    def _pop_due(self, now: datetime) -> list[Entry]:
-        limit = now.timestamp()
-        due: list[Entry] = []
-        taken: set[str] = set()
-        queue = self._queue
-        while queue and queue[0][0] <= limit:
-            ts, _, name = heapq.heappop(queue)
-            entry = self._entries.get(name)
-            # Heap items are invalidated lazily: skip those whose entry moved or left.
-            if entry is None or entry.next_run_at is None or \
-                    entry.next_run_at.timestamp() != ts or name in taken:
-                continue
-            taken.add(name)
-            due.append(entry)
-        return due
-
-    def send_due(self, due: list[Entry], now: datetime) -> None:
-        """Record, send and confirm due entries, in batches of :attr:`batch_size`."""
-        for start in range(0, len(due), self.batch_size):
-            if self._closing:
-                raise SystemExit()
-            if not self._send_batch(due[start:start + self.batch_size], now):
-                # The database refused: put the rest back and wait (see tick()).
-                self._retry_later(due[start + self.batch_size:])
-                return
-
-    def _send_batch(self, due: list[Entry], now: datetime) -> bool:
-        """Record, send and confirm one batch; False when it could not be recorded.
-
-        The runs are written ``pending`` together with the tasks' new state before any
-        message leaves, and marked ``sent`` after: a crash in between leaves ``pending``
-        runs that :meth:`recover` re-sends with the same task id.  An occurrence whose run
-        row exists already (sent before a crash, or by another beat) advances the task but
-        is not sent again.
-        """
-        assert self.repo is not None
-        plans: list[tuple[Entry, datetime, datetime | None, str]] = []
-        broken: dict[str, str] = {}
-        for entry in due:
-            scheduled = entry.next_run_at
-            assert scheduled is not None
-            try:
-                assert entry.schedule is not None
-                following = self._following(entry.schedule, scheduled, now)
-            except Exception as exc:  # a broken schedule must not stop beat
-                # The due occurrence was computed when the schedule still worked: send it,
-                # then take the task out of the loop as invalid.
-                following = None
-                broken[entry.name] = f"{type(exc).__name__}: {exc}"
-            plans.append((entry, scheduled, following, run_task_id(entry.name, scheduled)))
-        try:
-            with signals_deferred(), self.repo.transaction() as session:
-                if any(f is None for _, _, f, _ in plans):
-                    # A finished one-off may be deleted below, which takes the feed counter:
-                    # take it before the task rows, in the order admin writers use.
-                    self.repo.lock_feed(session)
-                done_before = self.repo.existing_run_ids(session, [p[3] for p in plans])
-                self.repo.add_runs(session, [
-                    {"task_name": e.name, "task_id": tid, "scheduled_at": sched,
-                     "attempt": 0, "status": "pending",
-                     "instance_id": self.beatx.instance_id, "created_at": now}
-                    for e, sched, _, tid in plans if tid not in done_before])
-                # A schedule with no next time is done (a one-off after its run): disable
-                # it.  A broken one stays enabled, so that it runs again once fixed.
-                self.repo.save_states(session, [
-                    (e.name, e.revision, now, following,
-                     following is None and e.name not in broken)
-                    for e, _, following, tid in plans if tid not in done_before])
-                finished = [e.name for e, _, following, tid in plans if following is None
-                            and tid not in done_before and e.name not in broken
-                            and _cleanup(e) == "delete"]
-                if finished:
-                    # A one-off asked to be deleted after its run; the tombstone tells
-                    # other beats.  Its run row stays as history.
-                    self.repo.remove_tasks(session, finished,
-                                           self.repo.next_revision(session), now)
-        except Exception:
-            self._failures += 1
-            delay = min(self.beatx.sync_interval * 2 ** (self._failures - 1), MAX_BACKOFF)
-            self._backoff_until = time.monotonic() + delay
-            logger.exception("beat: could not record %d due run(s); retrying in %.1f s",
-                             len(plans), delay)
-            self._retry_later(due)
-            return False
-        self._failures = 0
-        if done_before:
-            logger.warning("beat: %d occurrence(s) had been sent already; not sending again",
-                           len(done_before))
-        sent: list[str] = []
-        failed: list[tuple[str, str]] = []
-        for entry, _, following, _ in plans:
-            entry.last_run_at = now
-            entry.total_run_count += 1
-            entry.next_run_at = following
-            if following is None:
-                # Nothing more to run (a one-off after its run): the task was disabled (or
-                # deleted) in the same transaction.
-                self._entries.pop(entry.name, None)
-            else:
-                self._push(entry)
-        # Between two publishes a shutdown signal may close the scheduler: close() then
-        # marks what already left, and what did not stays pending for the next start.
-        self._batch_sent = sent
-        try:
-            for entry, scheduled, _, task_id in plans:
-                if task_id in done_before:
-                    continue
-                if self._closing:
-                    raise SystemExit()
-                with signals_deferred():
-                    ok, error = self._send(entry, task_id, scheduled, 0)
-                    (sent.append(task_id) if ok else failed.append((task_id, error)))
-        finally:
-            self._batch_sent = None
+        leadership, dispatcher = self.leadership, self.dispatcher
+        assert leadership is not None and dispatcher is not None
+        self._check_clock()
         with signals_deferred():
-            self._mark(sent, failed)
-        self._prune(entry for entry, *_ in plans)
-        for entry in due:
-            if entry.name in broken:
-                self._invalidate(entry, broken[entry.name])
-        return True
-
-    def _prune(self, entries: Iterable[Entry]) -> None:
-        """Keep ``beatx_history_keep`` runs per task (``0``: keep all).
-
-        Pruning a task every ``min(keep, 100)`` runs bounds its history to fewer than
-        ``keep + 100`` rows at the cost of one DELETE per task per hundred sends.
-        """
-        keep = self.beatx.history_keep
-        if keep <= 0:
-            return
-        step = min(keep, 100)
-        names = sorted(e.name for e in entries if e.total_run_count % step == 0)
-        if not names:
-            return
-        assert self.repo is not None
-        try:
-            with signals_deferred(), self.repo.transaction() as session:
-                for name in names:
-                    self.repo.prune_runs(session, name, keep)
-        except Exception:
-            logger.exception("beat: could not prune run history; trying again later")
-
-    @staticmethod
-    def _following(schedule: BaseSchedule, scheduled: datetime,
-                   now: datetime) -> datetime | None:
-        """The next run after sending the occurrence due at ``scheduled`` at ``now``.
-
-        On time, intervals stay on their grid (no drift).  After downtime that missed
-        further occurrences, the one catch-up run re-anchors the schedule on ``now``, as
-        Celery does; otherwise the next grid point could follow the catch-up run at once.
-        """
-        following = schedule.next_after(scheduled, scheduled)
-        if following is not None and following <= now:
-            return schedule.next_after(now, now)
-        return schedule.next_after(now, scheduled)
-
-    def _retry_later(self, entries: list[Entry]) -> None:
-        """Put entries back on the heap at their (past) due time, to be tried again."""
-        for entry in entries:
-            self._push(entry)
-
-    def _send(self, entry: Entry, task_id: str, scheduled: datetime,
-              attempt: int) -> tuple[bool, str]:
-        options = dict(entry.options)
-        headers = dict(options.pop("headers", None) or {})
-        headers["beatx_run"] = {"name": entry.name, "scheduled_at": scheduled.isoformat(),
-                                "attempt": attempt}
-        headers["celery_beat_task"] = True
-        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
-        try:
-            task = self.app.tasks.get(entry.task)
-            if task is not None:
-                task.apply_async(entry.args, entry.kwargs, producer=self.producer,
-                                 task_id=task_id, headers=headers, **options)
+            leadership.maintain()
+        if not leadership.may_send():
+            return self._wait()
+        if self._needs_load:
+            if not self.db.ready():
+                return self._wait()
+            self._on_gain()
+            if self._needs_load:
+                return self._wait()
+        interval = self.beatx.sync_interval
+        if time.monotonic() - self._last_poll >= interval and self.db.ready():
+            try:
+                self.poll_changes()
+            except Exception as exc:
+                self.db.failed(exc, "reading changes")
+                self._last_poll = time.monotonic()
             else:
-                self.app.send_task(entry.task, entry.args, entry.kwargs,
-                                   producer=self.producer, task_id=task_id, headers=headers,
-                                   **options)
-        except Exception as exc:
-            if self._closing:  # the driver turned our shutdown into an error of its own
-                raise SystemExit() from exc
-            logger.exception("beat: could not send %s", entry.name)
-            return False, f"{type(exc).__name__}: {exc}"
-        return True, ""
-
-    def _mark(self, sent: list[str], failed: list[tuple[str, str]]) -> None:
-        assert self.repo is not None
+                self.db.succeeded()
+        if not self.db.ready():
+            return self._wait()
+        with signals_deferred():
+            if not dispatcher.resolve() or not dispatcher.flush():
+                return self._wait()
+        if self.broker.down:
+            if not self.broker.ready() or not self._probe_broker():
+                return self._wait()
+        if dispatcher.unsent:
+            return 0.0 if dispatcher.drain_unsent() or dispatcher.unsent else self._wait()
+        if time.monotonic() - self._last_recover >= RECOVER_EVERY:
+            self._recover()
+            if dispatcher.unsent:
+                return 0.0
         now = self.clock()
-        try:
-            with self.repo.transaction() as session:
-                if sent:
-                    self.repo.mark_runs(session, sent, status="sent", at=now)
-                for task_id, error in failed:
-                    self.repo.mark_runs(session, [task_id], status="send_failed", at=now,
-                                        error=error)
-        except Exception:
-            logger.exception("beat: could not mark %d run(s) sent; they stay pending and are "
-                             "re-sent with the same id at the next start", len(sent))
+        due = self._heap_slots.pop_due(now.timestamp(), dispatcher.batch_size)
+        if due and dispatcher.dispatch(due, now):
+            return 0.0
+        return self._wait()
 
-    def _invalidate(self, entry: Entry, reason: str) -> None:
-        logger.error("beat: task %r is invalid and is skipped: %s", entry.name, reason)
-        self._entries.pop(entry.name, None)
-        self._save_marks({entry.name: reason})
+    def _wait(self) -> float:
+        """How long the loop may sleep: until the next fire time, the next change poll, or
+        the next lease or retry action, whichever is first."""
+        waits = [self.max_interval,
+                 self.beatx.sync_interval - (time.monotonic() - self._last_poll)]
+        if self.leadership is not None:
+            waits.append(self.leadership.wait())
+        blocked = False
+        for outage in (self.db, self.broker):
+            if outage.down:
+                waits.append(outage.wait())
+                blocked = True
+        if not blocked and self.leadership is not None and self.leadership.may_send():
+            nxt = self._heap_slots.next_fire()
+            if nxt is not None:
+                waits.append(nxt - self.clock().timestamp())
+        return max(min(waits), 0.0)
+
+    def _check_clock(self) -> None:
+        """Notice the wall clock jumping against the monotonic clock (NTP step, manual
+        change, suspend) and put the heap back on the new wall clock."""
+        wall, mono = self.clock().timestamp(), time.monotonic()
+        previous, self._wall_mono = self._wall_mono, (wall, mono)
+        if previous is None:
+            return
+        drift = (wall - previous[0]) - (mono - previous[1])
+        if abs(drift) < CLOCK_JUMP:
+            return
+        logger.warning("beat: the wall clock jumped %s by %.0f s; %s",
+                       "forward" if drift > 0 else "back", abs(drift),
+                       "recomputing next runs" if drift < 0 else
+                       "tasks due meanwhile are handled by their catch-up policy")
+        if drift < 0:
+            self._recompute_after_jump(self.clock())
+
+    def _recompute_after_jump(self, now: datetime) -> None:
+        """After the clock went back, next runs computed on the old clock lie too far ahead:
+        compute them again from now (a last run "in the future" is ignored)."""
+        assert self.repo is not None
+        changed = []
+        for slot in self._heap_slots:
+            if slot.schedule is None or slot.next_at is None:
+                continue
+            last = slot.last_run_at if slot.last_run_at and slot.last_run_at <= now else None
+            try:
+                nxt = slot.schedule.next_after(now, last)
+            except Exception:
+                continue
+            if nxt is not None and nxt < slot.next_at:
+                slot.next_at = nxt
+                slot.fire_at = fire_at(slot.name, nxt, slot.policy)
+                changed.append((slot.name, slot.revision, None, 0, nxt))
+        self._heap_slots.rebuild()
+        if changed:
+            try:
+                with signals_deferred(), self.repo.transaction() as session:
+                    self.repo.save_states(session, changed)
+            except Exception as exc:
+                self.db.failed(exc, "saving next runs after a clock jump")
+
+    # -- sending through Celery ------------------------------------------------------------
+
+    def _publish(self, definition: Any, send: Send) -> tuple[str, Any]:
+        """Send one recorded run through ``apply_entry`` (Celery's chain); classify the
+        outcome for the dispatcher."""
+        try:
+            entry = self._send_entry(definition, send)
+        except Exception as exc:
+            return FAILED, f"{type(exc).__name__}: {exc}"
+        self._outcome = _MISSING
+        with signals_deferred():
+            self.apply_entry(entry, producer=self.producer)
+        outcome, self._outcome = self._outcome, _MISSING
+        if outcome is _MISSING:
+            return DROPPED, "apply_entry returned without sending (a subclass override)"
+        if isinstance(outcome, BaseException):
+            if self._closing:  # the driver turned our shutdown into an error of its own
+                raise SystemExit() from outcome
+            if self._is_connection_error(outcome):
+                return BROKER_DOWN, outcome
+            return FAILED, f"{type(outcome).__name__}: {outcome}"
+        return SENT, None
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True,
+                    **kwargs: Any) -> Any:
+        """Celery's ``apply_async``, noting the outcome for :meth:`_publish`."""
+        try:
+            result = super().apply_async(entry, producer, advance, **kwargs)
+        except BaseException as exc:
+            self._outcome = exc
+            raise
+        self._outcome = result
+        return result
+
+    def _send_entry(self, definition: Any, send: Send) -> Entry:
+        """The entry for one send: the task's definition plus its id and ``beatx_run``."""
+        run = {"name": send.name, "scheduled_at": send.scheduled_at.isoformat(),
+               "attempt": send.attempt, "kind": send.kind}
+        if isinstance(definition, beat.ScheduleEntry):
+            options = dict(definition.options)
+            headers = dict(options.pop("headers", None) or {})
+            headers["beatx_run"] = run
+            options.update(task_id=send.task_id, headers=headers)
+            return self.Entry(**dict(definition, options=options))
+        fields, problem = checked_definition(definition)
+        if problem:
+            raise ValueError(problem)
+        options = send_options(fields)
+        headers = dict(options.pop("headers", None) or {})
+        headers["beatx_run"] = run
+        options.update(task_id=send.task_id, headers=headers)
+        return self.Entry(name=send.name, task=fields["task"], args=fields["args"],
+                          kwargs=fields["kwargs"], options=options, app=self.app,
+                          last_run_at=definition.last_run_at,
+                          total_run_count=definition.total_run_count)
+
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        kinds: tuple[type[BaseException], ...] = (
+            OSError, socket.timeout, KombuOperationalError)
+        try:
+            kinds += tuple(self.connection.connection_errors)
+        except Exception:
+            pass
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            if isinstance(current, kinds):
+                return True
+            seen.add(id(current))
+            current = current.__cause__ or current.__context__
+        return False
+
+    def _probe_broker(self) -> bool:
+        """One quick connection attempt while the broker is down; True when it answers.
+
+        When it is back, the cached producer and connection are dropped so the next send
+        builds fresh ones.
+        """
+        conn = self.app.connection_for_write()
+        try:
+            with signals_deferred():
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                       timeout=2)
+        except Exception as exc:
+            self.broker.failed(exc, "sending due tasks")
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                conn.release()
+        self.__dict__.pop("producer", None)
+        old = self.__dict__.pop("connection", None)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.release()
+        self.broker.succeeded()
+        return True
 
     # -- Celery's Scheduler interface ----------------------------------------------------
 
-    def get_schedule(self) -> dict[str, Entry]:
-        return self._entries
+    def _entry_for(self, name: str) -> Entry:
+        slot = self._heap_slots.get(name)
+        if slot is not None and slot.entry is not None:
+            return slot.entry
+        assert self.admin is not None
+        info = self.admin.get(name)
+        entry = self.Entry.from_info(info, app=self.app,
+                                     schedule=slot.schedule if slot else None)
+        if slot is not None:
+            entry.next_run_at = slot.next_at
+        return entry
+
+    def get_schedule(self) -> Mapping[str, Entry]:
+        return _ScheduleView(self)
 
     def set_schedule(self, schedule: Any) -> None:
         # Celery's base class assigns ``self.data``; our schedule lives in the database.
@@ -642,24 +597,34 @@ class Scheduler(beat.Scheduler):
         """Nothing is buffered: every send is written when it happens."""
 
     def close(self) -> None:
-        """Stop: record what an interrupted batch already sent, release broker and database.
+        """Stop: record what an interrupted chunk already sent, release the lease at once,
+        release broker and database.
 
-        Celery calls this from its SIGTERM handler, possibly between two publishes of a
-        batch; after it, :meth:`tick` refuses to run.
+        Celery calls this from its SIGTERM handler, possibly between two publishes; after
+        it, :meth:`tick` refuses to run.
         """
+        if self._closing:
+            return
         self._closing = True
-        if self._batch_sent:
-            sent, self._batch_sent = list(self._batch_sent), None
-            self._mark(sent, [])
         try:
-            super().close()
+            if self.dispatcher is not None:
+                self.dispatcher.shutdown()
+            if self.leadership is not None:
+                self.leadership.stop()
+            logger.info("beat: shut down cleanly")
         finally:
-            if self.engine is not None:
-                self.engine.dispose()
+            try:
+                super().close()
+            finally:
+                if self.engine is not None:
+                    self.engine.dispose()
 
     @property
     def info(self) -> str:
         from sqlalchemy.engine import make_url
 
         url = make_url(self.beatx.database_url).render_as_string(hide_password=True)
-        return f"    . db -> {url}"
+        ha = (f"leader lease {self.beatx.lease_seconds:g} s" if self.beatx.ha
+              else "single (beatx_ha off)")
+        return f"    . db -> {url}\n    . ha -> {ha}"
+

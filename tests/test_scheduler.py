@@ -185,7 +185,9 @@ def test_pending_run_left_by_a_crash_is_resent_with_same_id(app, db_url, clock, 
                                            scheduled_at=scheduled, attempt=0,
                                            status="pending", created_at=scheduled))
     engine.dispose()
-    make(app, clock).close()
+    beat = make(app, clock)  # takes the run over when it starts leading...
+    beat.tick()  # ...and sends it at its first tick
+    beat.close()
     assert [m["headers"]["id"] for m in drain(queue_name)] == [task_id]
     assert [r.status for r in runs(db_url)] == ["sent"]
 
@@ -281,10 +283,17 @@ def test_beat_never_undoes_an_admin_change_it_has_not_polled_yet(app, db_url, cl
     admin.disable("job")
     admin.update("rep", schedule=cron("0 3 * * *"))
     clock.advance(seconds=10)
-    beat.send_due(beat._pop_due(clock.now), clock.now)  # sends with what it has in memory
+    # Both are due in beat's memory, which has not seen the changes: sending reads the
+    # current definitions, so the disabled task is not sent and the changed one follows
+    # its new schedule.
+    due = beat._heap_slots.pop_due(clock.now.timestamp(), 100)
+    assert {s.name for s in due} == {"job", "rep"}
+    assert beat.dispatcher.dispatch(due, clock.now) == 0
+    assert drain(queue_name) == []
     job, rep = admin.get("job"), admin.get("rep")
-    assert job.enabled is False and job.total_run_count == 1
+    assert job.enabled is False and job.total_run_count == 0
     assert rep.next_run_at == datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    assert rep.total_run_count == 0
     beat.poll_changes()
     assert set(beat.schedule) == {"rep"}
     assert beat.schedule["rep"].next_run_at == datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
@@ -310,7 +319,7 @@ def test_database_refusing_writes_makes_beat_back_off_not_spin(tmp_path, clock, 
         holder.close()
     assert waits[0] > 0.5 and all(w > 0 for w in waits)  # backs off instead of spinning
     assert drain(queue_name) == []
-    beat._backoff_until = float("-inf")  # the back-off has passed
+    beat.db._retry_at = float("-inf")  # the back-off has passed
     beat.tick()
     assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.job"]
     beat.close()

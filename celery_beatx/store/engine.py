@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from .types import tolerant_json_loads
+
 
 def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
     """Create an engine for ``url``.
@@ -15,6 +17,8 @@ def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
     share one file; other dialects get ``pool_pre_ping`` so a restarted server is survived.
     """
     opts: dict[str, Any] = dict(options or {})
+    # A hand-edited or truncated JSON value is one task's problem, never the query's.
+    opts.setdefault("json_deserializer", tolerant_json_loads)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         opts.setdefault("connect_args", {}).setdefault("timeout", 30)

@@ -137,7 +137,11 @@ class Dependency(Base):
 
 
 class Lock(Base):
-    """Named leases (leader election, admin locks), timed by the database clock."""
+    """Named leases (leader election, admin locks), timed by the database clock.
+
+    A released or expired lease keeps its row, so ``token`` (the fencing token) only ever
+    grows: each new holder gets the previous token + 1.
+    """
 
     __tablename__ = "beatx_locks"
 
@@ -145,6 +149,11 @@ class Lock(Base):
     owner: Mapped[str] = mapped_column(String(NAME_LENGTH))
     acquired_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Where the holder runs (boot id and PID namespace) and its PID, so that a holder that
+    #: died on this same machine is recognised without waiting for its lease to expire.
+    host: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    pid: Mapped[int | None]
 
 
 class Run(Base):
@@ -172,6 +181,15 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     runtime: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    #: Why the run exists: ``scheduled``, ``catchup``, ``retry``, ``manual`` or ``backfill``.
+    kind: Mapped[str] = mapped_column(String(16), default="scheduled")
+    #: Fencing token of the leader that recorded the run (``None`` without HA).
+    token: Mapped[int | None] = mapped_column(BigInteger)
+    #: When the next attempt is due (a retry waiting for its delay).
+    retry_at: Mapped[datetime | None]
+    #: Deliveries of this task id the worker saw after the first (duplicates, not run).
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
 
 
 class Alert(Base):
@@ -189,7 +207,7 @@ class Alert(Base):
 
 
 class Instance(Base):
-    """A beat process: heartbeat written every tick."""
+    """A beat process: its heartbeat (database time) is written every sync interval."""
 
     __tablename__ = "beatx_instances"
 
@@ -197,3 +215,9 @@ class Instance(Base):
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
     is_leader: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: ``leader``, ``standby`` or ``single`` (``beatx_ha`` off).
+    role: Mapped[str] = mapped_column(String(16), default="standby")
+    host: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    pid: Mapped[int | None]
+    #: Set by a clean shutdown: the runs it left pending were interrupted, not crashed.
+    stopped_at: Mapped[datetime | None]

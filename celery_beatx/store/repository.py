@@ -11,10 +11,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Alert, Counter, Dependency, Run, Task, TaskVersion, Tombstone
+from .models import (
+    Alert,
+    Counter,
+    Dependency,
+    Instance,
+    Lock,
+    Run,
+    Task,
+    TaskVersion,
+    Tombstone,
+)
 
 UTC = timezone.utc
 REVISION = "revision"
@@ -195,38 +206,59 @@ class Repository:
 
     def save_states(
         self, session: Session,
-        states: Sequence[tuple[str, int, datetime, datetime | None, bool]],
+        states: Sequence[tuple[str, int, datetime | None, int, datetime | None]],
     ) -> None:
-        """Record a send for many tasks, in three executemany statements.
+        """Record beat's decision for many tasks, in at most two executemany statements.
 
-        Each item is ``(name, revision, last_run_at, next_run_at, finished)``: the revision of
-        the definition beat computed ``next_run_at`` from.  The run itself always counts;
-        the next run time (and, for a ``finished`` schedule, ``enabled=False``) is written
-        only if the definition is still that revision — a change the admin committed since
-        brings its own next run time, and beat must not undo it.  There is no revision bump:
-        beats do not need to re-read their own progress.  Rows are touched in name order so
-        that concurrent writers lock them in the same order.
+        Each item is ``(name, revision, last_run_at, added_runs, next_run_at)``: ``revision``
+        is that of the definition beat decided from.  Runs always count (``last_run_at`` and
+        ``total_run_count`` move when ``added_runs`` > 0); the next run time is written only
+        if the definition is still that revision — a change the admin committed since brings
+        its own next run time, and beat must not undo it.  There is no revision bump: beats
+        do not need to re-read their own progress.  Rows are touched in name order so that
+        concurrent writers lock them in the same order.
         """
         if not states:
             return
         table = Task.__table__
-        ordered = sorted(states)
-        session.execute(
-            update(table).where(table.c.name == bindparam("b_name"))
-            .values(last_run_at=bindparam("b_last"),
-                    total_run_count=table.c.total_run_count + 1),
-            [{"b_name": n, "b_last": last} for n, _, last, _, _ in ordered])
+        ordered = sorted(states, key=lambda item: item[0])
+        counted = [{"b_name": n, "b_last": last, "b_added": added}
+                   for n, _, last, added, _ in ordered if added]
+        if counted:
+            session.execute(
+                update(table).where(table.c.name == bindparam("b_name"))
+                .values(last_run_at=bindparam("b_last"),
+                        total_run_count=table.c.total_run_count + bindparam("b_added")),
+                counted)
         session.execute(
             update(table).where(table.c.name == bindparam("b_name"),
                                 table.c.revision == bindparam("b_rev"))
             .values(next_run_at=bindparam("b_next")),
-            [{"b_name": n, "b_rev": rev, "b_next": nxt} for n, rev, _, nxt, _ in ordered])
-        done = [{"b_name": n, "b_rev": rev} for n, rev, _, _, fin in ordered if fin]
-        if done:
-            session.execute(
-                update(table).where(table.c.name == bindparam("b_name"),
-                                    table.c.revision == bindparam("b_rev"))
-                .values(enabled=False), done)
+            [{"b_name": n, "b_rev": rev, "b_next": nxt} for n, rev, _, _, nxt in ordered])
+
+    def finish_tasks(self, session: Session, names: Sequence[str], now: datetime) -> list[str]:
+        """Finish tasks that have no next run (a one-off whose run left): disable them, or
+        delete them when their schedule asks (``cleanup="delete"``).  Tasks changed since
+        (a next run time, or an invalid mark) are left alone.  Returns the finished names."""
+        rows = []
+        for chunk in _chunks(sorted(names)):
+            rows.extend(session.execute(
+                select(Task.name, Task.schedule).where(
+                    Task.name.in_(chunk), Task.enabled.is_(True), Task.next_run_at.is_(None),
+                    Task.invalid_reason.is_(None))).all())
+        if not rows:
+            return []
+        delete_names = [n for n, sched in rows
+                        if isinstance(sched, dict) and sched.get("cleanup") == "delete"]
+        disable_names = [n for n, _ in rows if n not in set(delete_names)]
+        if delete_names:
+            # A tombstone tells other beats; the run rows stay as history.
+            self.lock_feed(session)
+            self.remove_tasks(session, delete_names, self.next_revision(session), now)
+        for chunk in _chunks(disable_names):
+            session.execute(update(Task).where(Task.name.in_(chunk)).values(enabled=False),
+                            execution_options=NO_SYNC)
+        return [n for n, _ in rows]
 
     def mark_invalid(self, session: Session, marks: Mapping[str, str | None]) -> None:
         """Set (or, with ``None``, clear) the invalid reason of tasks."""
@@ -261,6 +293,14 @@ class Repository:
         """Insert run rows (column dicts) with one executemany, bypassing the ORM."""
         if runs:
             session.execute(Run.__table__.insert(), list(runs))
+
+    def run_statuses(self, session: Session, task_ids: Iterable[str]) -> dict[str, str]:
+        """The status of each of ``task_ids`` that has a run row."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(task_ids)):
+            found.update((task_id, status) for task_id, status in session.execute(
+                select(Run.task_id, Run.status).where(Run.task_id.in_(chunk))))
+        return found
 
     def existing_run_ids(self, session: Session, task_ids: Iterable[str]) -> set[str]:
         """Which of ``task_ids`` already have a run row (sent before, e.g. by a crashed beat)."""
@@ -301,7 +341,9 @@ class Repository:
             .offset(keep).limit(1)
         ).first()
         if cutoff is not None:
-            session.execute(delete(Run).where(Run.task_name == name, Run.id <= cutoff),
+            # A pending run is not history yet: it still has to be sent.
+            session.execute(delete(Run).where(Run.task_name == name, Run.id <= cutoff,
+                                              Run.status != "pending"),
                             execution_options=NO_SYNC)
 
     # -- alerts --------------------------------------------------------------------------
@@ -319,3 +361,95 @@ class Repository:
         if since is not None:
             stmt = stmt.where(Alert.at >= since)
         return list(session.scalars(stmt))
+
+    # -- database time -------------------------------------------------------------------
+
+    def db_now(self, session: Session) -> datetime:
+        """The database server's current time, aware UTC (leases are timed by it, so beats
+        on machines whose clocks disagree still agree on who holds a lease)."""
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            stmt = select(literal_column("clock_timestamp() AT TIME ZONE 'UTC'"))
+        elif dialect in ("mysql", "mariadb"):
+            stmt = select(func.utc_timestamp(6))
+        else:  # SQLite runs in this process: its clock is this machine's
+            stmt = select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))
+        value = session.execute(stmt).scalar_one()
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def get_lock(self, session: Session, name: str, *, for_update: bool = False,
+                 shared: bool = False) -> Lock | None:
+        stmt = select(Lock).where(Lock.name == name)
+        if for_update or shared:
+            stmt = stmt.with_for_update(read=shared and not for_update)
+        return session.scalars(stmt).one_or_none()
+
+    def insert_lock(self, session: Session, name: str, owner: str, now: datetime,
+                    expires_at: datetime, host: str | None, pid: int | None) -> bool:
+        """Create the lock row with token 1; False when another process created it first."""
+        try:
+            with session.begin_nested():
+                session.execute(insert(Lock).values(
+                    name=name, owner=owner, acquired_at=now, expires_at=expires_at, token=1,
+                    host=host, pid=pid))
+        except IntegrityError:
+            return False
+        return True
+
+    def take_lock(self, session: Session, lock: Lock, owner: str, now: datetime,
+                  expires_at: datetime, host: str | None, pid: int | None) -> int:
+        """Give ``lock`` (held for update) to ``owner`` with the next fencing token."""
+        lock.token = (lock.token or 0) + 1
+        lock.owner = owner
+        lock.acquired_at = now
+        lock.expires_at = expires_at
+        lock.host = host
+        lock.pid = pid
+        session.flush()
+        return lock.token
+
+    def fence(self, session: Session, name: str, owner: str, token: int) -> bool:
+        """True when ``owner`` holds lease ``name`` with ``token`` and it has not expired.
+
+        The row stays share-locked until the caller's transaction ends, so a new holder
+        cannot take the lease between this check and the caller's commit: writes made
+        under a passing fence were made by the holder.
+        """
+        lock = self.get_lock(session, name, shared=True)
+        if lock is None or lock.owner != owner or lock.token != token:
+            return False
+        return lock.expires_at > self.db_now(session)
+
+    # -- beat instances ------------------------------------------------------------------
+
+    def heartbeat(self, session: Session, instance_id: str, *, role: str, started_at: datetime,
+                  host: str | None, pid: int | None) -> datetime:
+        """Record that ``instance_id`` is alive (database time); returns that time."""
+        now = self.db_now(session)
+        values = {"heartbeat_at": now, "role": role, "is_leader": role == "leader",
+                  "stopped_at": None, "host": host, "pid": pid}
+        result = session.execute(update(Instance).where(Instance.instance_id == instance_id)
+                                 .values(**values), execution_options=NO_SYNC)
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            session.execute(insert(Instance).values(instance_id=instance_id,
+                                                    started_at=started_at, **values))
+        return now
+
+    def mark_instance_stopped(self, session: Session, instance_id: str) -> None:
+        session.execute(update(Instance).where(Instance.instance_id == instance_id)
+                        .values(stopped_at=self.db_now(session), role="stopped",
+                                is_leader=False), execution_options=NO_SYNC)
+
+    def instances(self, session: Session) -> list[Instance]:
+        return list(session.scalars(select(Instance).order_by(Instance.instance_id)))
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def pending_runs(self, session: Session) -> list[Run]:
+        """Runs recorded but not known to be sent, oldest first."""
+        return list(session.scalars(
+            select(Run).where(Run.status == "pending").order_by(Run.id)))

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import DateTime
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 UTC = timezone.utc
+
+
+class _TolerantSQLiteDateTime(sqlite.DATETIME):
+    """SQLite keeps datetimes as text; a value that is not one is returned as it is
+    (the row checks then report that task) instead of failing the whole query."""
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        parse = super().result_processor(dialect, coltype)
+        if parse is None:
+            return None
+
+        def process(value: Any) -> Any:
+            try:
+                return parse(value)
+            except (TypeError, ValueError):
+                return value
+
+        return process
 
 
 class DateTimeUTC(TypeDecorator[datetime]):
@@ -23,6 +43,8 @@ class DateTimeUTC(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_TolerantSQLiteDateTime())
         if dialect.name in ("mysql", "mariadb"):
             from sqlalchemy.dialects.mysql import DATETIME
 
@@ -39,7 +61,33 @@ class DateTimeUTC(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if not isinstance(value, datetime):
+            return value  # an undecodable SQLite value, reported by the row checks
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+
+
+class Undecodable:
+    """A stored JSON value that could not be decoded (written by hand, truncated...).
+
+    Returned instead of raising, so that one bad row is that task's problem only.
+    """
+
+    __slots__ = ("raw", "reason")
+
+    def __init__(self, raw: Any, reason: str) -> None:
+        self.raw = raw
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Undecodable({self.raw!r:.60})"
+
+
+def tolerant_json_loads(raw: str | bytes) -> Any:
+    """``json.loads`` for column values: a value that is not JSON becomes :class:`Undecodable`."""
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        return Undecodable(raw, f"stored value {raw!r:.40} is not valid JSON ({exc})")

@@ -1,0 +1,199 @@
+"""What every part of :class:`~celery_beatx.BeatAdmin` shares: the engine, transactions,
+the clock, and the validated write path for task definitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from ..clock import Clock, utcnow
+from ..config import BeatxConfig
+from ..definitions import DEFAULTS, DEFINITION_FIELDS, effective_schedule, validate_fields
+from ..errors import BeatxError, DependencyCycle, InvalidSchedule, TaskNotFound
+from ..migrate import ensure_schema
+from ..schedules import BaseSchedule, schedule_from_dict
+from ..store.engine import make_engine
+from ..store.models import Task
+from ..store.repository import Repository
+from ..store.rows import definition_of, load_schedule
+
+UTC = timezone.utc
+
+
+def first_run_at(schedule: BaseSchedule, now: datetime,
+                 last_run_at: datetime | None = None) -> datetime | None:
+    """When a task (new, changed or re-enabled) should next run.
+
+    Never at or before its last run, even when this process's clock is behind beat's.
+    """
+    if last_run_at is None:
+        return schedule.initial_run_at(now)
+    return schedule.next_after(max(now, last_run_at), last_run_at)
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle in ``graph`` (node -> nodes it depends on) as a path, or None."""
+    white, grey, black = 0, 1, 2
+    color: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        color[node] = grey
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            state = color.get(nxt, white)
+            if state == grey:
+                return stack[stack.index(nxt):] + [nxt]
+            if state == white:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        color[node] = black
+        return None
+
+    for start in sorted(graph):
+        if color.get(start, white) == white:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+class AdminBase:
+    """Connection, clock and shared write helpers of :class:`~celery_beatx.BeatAdmin`.
+
+    :param app: a Celery app; its ``beatx_*`` settings choose the database.
+    :param url: a database URL, instead of ``app``.
+    :param engine: an existing SQLAlchemy engine, instead of either.
+    :param auto_migrate: upgrade an empty or old schema on first use (default: the app's
+        ``beatx_auto_migrate``, else ``True``); when off, an old schema raises
+        :class:`~celery_beatx.errors.SchemaOutOfDate`.
+    :param clock: returns the current aware time; injected by tests.
+    :param instance_id: who makes the changes (recorded in versions and locks).
+    """
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        url: str | None = None,
+        engine: Engine | None = None,
+        auto_migrate: bool | None = None,
+        clock: Clock = utcnow,
+        instance_id: str | None = None,
+    ) -> None:
+        config = BeatxConfig.from_app(app) if app is not None else None
+        if engine is None:
+            url = url or (config.database_url if config else None)
+            if url is None:
+                raise BeatxError("BeatAdmin needs an app, a url or an engine")
+            engine = make_engine(url, config.engine_options if config else None)
+        self.app = app
+        self.engine = engine
+        self.repo = Repository(engine)
+        self.timezone = config.timezone if config else "UTC"
+        self.auto_migrate = (config.auto_migrate if config else True) \
+            if auto_migrate is None else auto_migrate
+        self.clock = clock
+        self.instance_id = instance_id or (config.instance_id if config else None)
+        self._schema_checked = False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _tx(self, readonly: bool = False):  # type: ignore[no-untyped-def]
+        if not self._schema_checked:
+            ensure_schema(self.engine, self.auto_migrate)
+            self._schema_checked = True
+        return self.repo.transaction(readonly=readonly)
+
+    def _now(self) -> datetime:
+        now = self.clock()
+        if now.tzinfo is None:
+            raise InvalidSchedule("clock returned a naive datetime", "now")
+        return now.astimezone(UTC)
+
+    def _row(self, session: Session, name: str, *, for_update: bool = False) -> Task:
+        if for_update:
+            self.repo.lock_feed(session)
+        row = self.repo.get_task(session, name, for_update=for_update)
+        if row is None:
+            raise TaskNotFound(f"task {name!r} does not exist")
+        return row
+
+    def _prepare(self, name: str, task: str, schedule: Any, fields: Mapping[str, Any],
+                 enabled: bool) -> dict[str, Any]:
+        spec = dict(DEFAULTS)
+        spec.update(fields)
+        spec.update(name=name, task=task, schedule=schedule, enabled=enabled)
+        return validate_fields(spec, self.timezone)
+
+    def _check_dependencies(self, session: Session, new_edges: Mapping[str, Sequence[str]],
+                            known: set[str]) -> None:
+        """Refuse unknown dependency targets and cycles (naming the cycle)."""
+        for name, deps in new_edges.items():
+            missing = [d for d in deps if d not in known]
+            if missing:
+                raise TaskNotFound(f"task {name!r} depends on unknown task {missing[0]!r}")
+        graph: dict[str, list[str]] = {}
+        for a, b in self.repo.dependency_edges(session):
+            graph.setdefault(a, []).append(b)
+        for name, deps in new_edges.items():
+            graph[name] = list(deps)
+        cycle = find_cycle(graph)
+        if cycle:
+            raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
+
+    def _insert(self, session: Session, specs: Sequence[tuple[dict[str, Any], str]],
+                now: datetime, revision: int) -> list[Task]:
+        """Insert validated specs (with version 1 of each) in one flush."""
+        rows = []
+        for spec, source in specs:
+            schedule = schedule_from_dict(spec["schedule"])
+            rows.append(Task(
+                **{k: spec[k] for k in DEFINITION_FIELDS},
+                name=spec["name"], enabled=spec["enabled"], source=source, version=1,
+                last_run_at=None, total_run_count=0,
+                next_run_at=first_run_at(effective_schedule(schedule, spec["calendar"]), now),
+                revision=revision, created_at=now, updated_at=now,
+            ))
+        self.repo.add_tasks(session, rows)
+        for row in rows:
+            self.repo.add_version(session, row.name, 1, definition_of(row), now,
+                                  self.instance_id, "created")
+        session.flush()
+        return rows
+
+    def _apply(self, session: Session, row: Task, changes: Mapping[str, Any], now: datetime,
+               comment: str, revision: int | None = None) -> bool:
+        """Apply validated ``changes`` to ``row``; returns whether anything changed.
+
+        ``revision``: the change revision to stamp (batch calls take one for all rows).
+        """
+        before = definition_of(row)
+        was_enabled = row.enabled
+        for key, value in changes.items():
+            setattr(row, key, value)
+        after = definition_of(row)
+        changed_definition = before != after
+        if not changed_definition and row.enabled == was_enabled:
+            return False
+        if changed_definition:
+            row.version += 1
+            self.repo.add_version(session, row.name, row.version, after, now,
+                                  self.instance_id, comment)
+            if "depends_on" in changes:
+                self.repo.set_dependencies(session, row.name, row.depends_on)
+        timing = ("schedule", "calendar")
+        if any(before[k] != after[k] for k in timing) or (row.enabled and not was_enabled):
+            schedule, problem = load_schedule(row.schedule)
+            row.invalid_reason = problem
+            row.next_run_at = first_run_at(effective_schedule(schedule, row.calendar), now,
+                                           row.last_run_at) if schedule else None
+        row.revision = revision if revision is not None else self.repo.next_revision(session)
+        row.updated_at = now
+        return True

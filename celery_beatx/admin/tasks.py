@@ -1,0 +1,241 @@
+"""Creating, changing, enabling, reading and versioning tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from ..definitions import DEFINITION_FIELDS, TaskInfo, validate_fields
+from ..errors import InvalidSchedule, TaskExists, TaskNotFound, VersionNotFound
+from ..schedules.base import require_aware
+from ..store.rows import info_from_row
+from ._base import AdminBase
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of a task's definition."""
+
+    version: int
+    definition: dict[str, Any]
+    created_at: datetime
+    created_by: str | None
+    comment: str
+
+
+class TasksMixin(AdminBase):
+    """The task operations of :class:`~celery_beatx.BeatAdmin`."""
+
+    # -- create, change, remove ----------------------------------------------------------
+
+    def add(self, name: str, task: str, schedule: Any, *, enabled: bool = True,
+            source: str = "api", **fields: Any) -> TaskInfo:
+        """Add a task.  Keyword fields are those of the README's ``add`` signature.
+
+        :raises TaskExists: a task with that name exists.
+        :raises InvalidSchedule: a field is invalid (nothing is written).
+        """
+        return self.add_many([dict(fields, name=name, task=task, schedule=schedule,
+                                   enabled=enabled, source=source)])[0]
+
+    def add_many(self, specs: Iterable[Mapping[str, Any]]) -> list[TaskInfo]:
+        """Add several tasks in one transaction: all are added or none is."""
+        prepared: list[tuple[dict[str, Any], str]] = []
+        seen: set[str] = set()
+        for raw in specs:
+            raw = dict(raw)
+            for key in ("name", "task", "schedule"):
+                if key not in raw:
+                    raise InvalidSchedule(f"{key} is required", key)
+            source = raw.pop("source", "api")
+            spec = self._prepare(raw.pop("name"), raw.pop("task"), raw.pop("schedule"),
+                                 raw, raw.pop("enabled", True))
+            if spec["name"] in seen:
+                raise TaskExists(f"task {spec['name']!r} is given twice")
+            seen.add(spec["name"])
+            prepared.append((spec, source))
+        now = self._now()
+        try:
+            return self._add_prepared(prepared, seen, now)
+        except IntegrityError:
+            # Another process added one of these names between our check and our insert.
+            with self._tx(readonly=True) as session:
+                taken = self.repo.existing_names(session, seen)
+            if taken:
+                raise TaskExists(f"task {sorted(taken)[0]!r} exists already") from None
+            raise
+
+    def _add_prepared(self, prepared: list[tuple[dict[str, Any], str]], seen: set[str],
+                      now: datetime) -> list[TaskInfo]:
+        with self._tx() as session:
+            taken = self.repo.existing_names(session, seen)
+            if taken:
+                raise TaskExists(f"task {sorted(taken)[0]!r} exists already")
+            edges = {s["name"]: s["depends_on"] for s, _ in prepared if s["depends_on"]}
+            if edges:
+                known = seen | self.repo.existing_names(
+                    session, {d for deps in edges.values() for d in deps})
+                self._check_dependencies(session, edges, known)
+            revision = self.repo.next_revision(session)
+            rows = self._insert(session, prepared, now, revision)
+            return [info_from_row(r) for r in rows]
+
+    def update(self, name: str, **fields: Any) -> TaskInfo:
+        """Change fields of a task; any definition change makes a new version.
+
+        :raises TaskNotFound: no such task.
+        :raises InvalidSchedule: a field is invalid (nothing is written).
+        """
+        if "name" in fields:
+            raise InvalidSchedule("name cannot be changed; add a new task instead", "name")
+        changes = validate_fields(fields, self.timezone)
+        now = self._now()
+        with self._tx() as session:
+            row = self._row(session, name, for_update=True)
+            if "depends_on" in changes:
+                self._check_dependencies(session, {name: changes["depends_on"]},
+                                         self.repo.existing_names(session, changes["depends_on"]))
+            self._apply(session, row, changes, now, comment="updated")
+            return info_from_row(row)
+
+    def _set_source(self, name: str, source: str, *, enabled: bool) -> None:
+        """Beat's own bookkeeping of ``beat_schedule`` tasks (not a definition change)."""
+        now = self._now()
+        with self._tx() as session:
+            row = self._row(session, name, for_update=True)
+            row.source = source
+            if not self._apply(session, row, {"enabled": enabled}, now, "config sync"):
+                row.revision = self.repo.next_revision(session)
+
+    def remove(self, name: str) -> None:
+        """Remove a task (its versions go with it; its run history stays).
+
+        :raises TaskNotFound: no such task.
+        """
+        self.remove_many([name])
+
+    def remove_many(self, names: Iterable[str]) -> int:
+        """Remove several tasks in one transaction: all exist and are removed, or none."""
+        names = list(dict.fromkeys(names))
+        now = self._now()
+        with self._tx() as session:
+            rows = {r.name: r for r in self.repo.get_tasks(session, names)}
+            missing = [n for n in names if n not in rows]
+            if missing:
+                raise TaskNotFound(f"task {missing[0]!r} does not exist")
+            dependants = [(a, b) for a, b in self.repo.dependency_edges(session)
+                          if b in rows and a not in rows]
+            if dependants:
+                a, b = dependants[0]
+                raise InvalidSchedule(
+                    f"depends_on: task {a!r} depends on {b!r}; remove or change it first",
+                    "depends_on")
+            for row in rows.values():
+                session.expunge(row)
+            self.repo.remove_tasks(session, names, self.repo.next_revision(session), now)
+            return len(names)
+
+    # -- enable / disable ------------------------------------------------------------------
+
+    def enable(self, name: str) -> TaskInfo:
+        """Enable a task; its next run is computed from now."""
+        return self.update(name, enabled=True)
+
+    def disable(self, name: str) -> TaskInfo:
+        """Disable a task; beat stops sending it within ``beatx_sync_interval``."""
+        return self.update(name, enabled=False)
+
+    def _set_enabled(self, enabled: bool, *, group: str | None = None,
+                     tag: str | None = None) -> int:
+        now = self._now()
+        with self._tx() as session:
+            rows = [r for r in self.repo.list_tasks(session, group=group, tag=tag)
+                    if r.enabled != enabled]
+            if not rows:
+                return 0
+            revision = self.repo.next_revision(session)
+            for row in rows:
+                self._apply(session, row, {"enabled": enabled}, now, "enabled", revision)
+            return len(rows)
+
+    def enable_group(self, group: str) -> int:
+        """Enable every task of ``group``; returns how many changed."""
+        return self._set_enabled(True, group=group)
+
+    def disable_group(self, group: str) -> int:
+        """Disable every task of ``group``; returns how many changed."""
+        return self._set_enabled(False, group=group)
+
+    def enable_tag(self, tag: str) -> int:
+        """Enable every task tagged ``tag``; returns how many changed."""
+        return self._set_enabled(True, tag=tag)
+
+    def disable_tag(self, tag: str) -> int:
+        """Disable every task tagged ``tag``; returns how many changed."""
+        return self._set_enabled(False, tag=tag)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, name: str) -> TaskInfo:
+        """One task. :raises TaskNotFound: no such task."""
+        with self._tx(readonly=True) as session:
+            return info_from_row(self._row(session, name))
+
+    def list(self, group: str | None = None, tag: str | None = None,
+             enabled: bool | None = None, source: str | None = None) -> list[TaskInfo]:
+        """Tasks, by name, optionally filtered by group, tag, enabled state and source."""
+        with self._tx(readonly=True) as session:
+            rows = self.repo.list_tasks(session, group=group, tag=tag, enabled=enabled,
+                                        source=source)
+            return [info_from_row(r) for r in rows]
+
+    def next_runs(self, name: str, n: int = 5, now: datetime | None = None) -> list[datetime]:
+        """The next ``n`` fire times of a task, from its stored next run on."""
+        if n < 0:
+            raise InvalidSchedule(f"n {n!r} must be >= 0", "n")
+        info = self.get(name)
+        schedule = info.effective_schedule
+        if schedule is None:
+            raise InvalidSchedule(f"task {name!r} has an invalid schedule: "
+                                  f"{info.invalid_reason}", "schedule")
+        start = require_aware(now, "now") if now is not None else self._now()
+        out: list[datetime] = []
+        nxt = info.next_run_at if info.next_run_at and info.next_run_at > start else None
+        last = info.last_run_at
+        if nxt is None:
+            nxt = schedule.next_after(start, last)
+        while nxt is not None and len(out) < n:
+            out.append(nxt)
+            nxt = schedule.next_after(nxt, nxt)
+        return out
+
+    def versions(self, name: str) -> list[Version]:
+        """Every version of a task, oldest first."""
+        with self._tx(readonly=True) as session:
+            self._row(session, name)
+            return [Version(v.version, dict(v.definition), v.created_at, v.created_by,
+                            v.comment) for v in self.repo.versions(session, name)]
+
+    def rollback(self, name: str, version: int) -> TaskInfo:
+        """Make version ``version`` current again, as a new version (history stays linear).
+
+        :raises VersionNotFound: the task has no such version.
+        """
+        now = self._now()
+        with self._tx() as session:
+            row = self._row(session, name, for_update=True)
+            old = self.repo.get_version(session, name, version)
+            if old is None:
+                raise VersionNotFound(f"task {name!r} has no version {version!r}")
+            changes = validate_fields(
+                {k: v for k, v in old.definition.items() if k in DEFINITION_FIELDS},
+                self.timezone)
+            if "depends_on" in changes:
+                self._check_dependencies(session, {name: changes["depends_on"]},
+                                         self.repo.existing_names(session, changes["depends_on"]))
+            self._apply(session, row, changes, now, comment=f"rollback to {version}")
+            return info_from_row(row)

@@ -1,0 +1,134 @@
+"""Export and import of the whole task set (``celery-beatx/1`` JSON documents)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from ..definitions import DEFINITION_FIELDS
+from ..errors import InvalidSchedule, TaskExists
+from ..store.rows import definition_of
+from ._base import AdminBase
+
+UTC = timezone.utc
+EXPORT_FORMAT = "celery-beatx/1"
+
+
+class TransferMixin(AdminBase):
+    """``export_state`` / ``import_state`` of :class:`~celery_beatx.BeatAdmin`."""
+
+    def export_state(self) -> str:
+        """All tasks, definition and state, as a JSON document (``celery-beatx/1``)."""
+        with self._tx(readonly=True) as session:
+            rows = self.repo.list_tasks(session)
+            tasks = [dict(definition_of(r), name=r.name, enabled=r.enabled, source=r.source,
+                          version=r.version, last_run_at=_iso(r.last_run_at),
+                          total_run_count=r.total_run_count, next_run_at=_iso(r.next_run_at))
+                     for r in rows]
+        return json.dumps({"format": EXPORT_FORMAT, "exported_at": _iso(self._now()),
+                           "tasks": tasks}, indent=2, sort_keys=True, default=repr)
+
+    def import_state(self, document: str | Mapping[str, Any], mode: str = "merge") -> int:
+        """Load an :meth:`export_state` document; returns how many tasks were written.
+
+        ``merge`` adds new tasks and updates existing ones; ``replace`` also removes tasks
+        the document does not name.  Everything is validated first: on any error nothing
+        is written.
+        """
+        if mode not in ("merge", "replace"):
+            raise InvalidSchedule(f"mode {mode!r} is not 'merge' or 'replace'", "mode")
+        doc = _parse_document(document)
+        prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        seen: set[str] = set()
+        for i, item in enumerate(doc["tasks"]):
+            if not isinstance(item, Mapping):
+                raise InvalidSchedule(f"tasks[{i}] is not an object", "tasks")
+            where = f"tasks[{i}] ({item.get('name')!r})"
+            try:
+                fields = {k: item[k] for k in DEFINITION_FIELDS if k in item}
+                spec = self._prepare(item.get("name"), item.get("task"), item.get("schedule"),
+                                     fields, item.get("enabled", True))
+                state = _import_state_fields(item)
+            except InvalidSchedule as exc:
+                raise InvalidSchedule(f"{where}: {exc}", exc.field) from None
+            if spec["name"] in seen:
+                raise TaskExists(f"{where}: task is given twice")
+            seen.add(spec["name"])
+            state["source"] = item.get("source", "import")
+            prepared.append((spec, state))
+        now = self._now()
+        with self._tx() as session:
+            existing = {r.name: r for r in self.repo.all_tasks(session)}
+            edges = {s["name"]: s["depends_on"] for s, _ in prepared}
+            known = seen | (set() if mode == "replace" else set(existing))
+            if mode == "replace":
+                stale = [existing[n] for n in existing if n not in seen]
+            else:
+                stale = []
+            for row in stale:  # drop them first so the dependency graph is the new one
+                self.repo.set_dependencies(session, row.name, [])
+            self._check_dependencies(session, {k: v for k, v in edges.items() if v}, known)
+            revision = self.repo.next_revision(session)
+            for row in stale:
+                session.expunge(row)
+            if stale:
+                self.repo.remove_tasks(session, [r.name for r in stale], revision, now)
+            new = [(spec, state.pop("source")) for spec, state in prepared
+                   if spec["name"] not in existing]
+            inserted = {r.name: r for r in self._insert(session, new, now, revision)}
+            for spec, state in prepared:
+                row = inserted.get(spec["name"])
+                if row is None:
+                    row = existing[spec["name"]]
+                    state.pop("source")
+                    self._apply(session, row, {k: spec[k] for k in (*DEFINITION_FIELDS,
+                                                                    "enabled")},
+                                now, "imported", revision)
+                    row.revision = revision
+                for key, value in state.items():
+                    setattr(row, key, value)
+            session.flush()
+            return len(prepared)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None
+
+
+def _parse_document(document: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(document, (str, bytes)):
+        try:
+            doc = json.loads(document)
+        except ValueError as exc:
+            raise InvalidSchedule(f"document is not valid JSON: {exc}", "document") from None
+    else:
+        doc = document
+    if not isinstance(doc, Mapping) or doc.get("format") != EXPORT_FORMAT:
+        fmt = doc.get("format") if isinstance(doc, Mapping) else None
+        raise InvalidSchedule(f"format {fmt!r} is not {EXPORT_FORMAT!r}", "format")
+    if not isinstance(doc.get("tasks"), list):
+        raise InvalidSchedule("tasks must be a list", "tasks")
+    return doc
+
+
+def _import_state_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for key in ("last_run_at", "next_run_at"):
+        value = item.get(key)
+        if value is None:
+            continue
+        try:
+            parsed = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise InvalidSchedule(f"{key} {value!r} is not an ISO datetime", key) from None
+        if parsed.tzinfo is None:
+            raise InvalidSchedule(f"{key} {value!r} is a naive datetime", key)
+        state[key] = parsed.astimezone(UTC)
+    count = item.get("total_run_count", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InvalidSchedule(f"total_run_count {count!r} must be an integer >= 0",
+                              "total_run_count")
+    state["total_run_count"] = count
+    return state

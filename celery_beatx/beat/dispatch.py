@@ -1,0 +1,567 @@
+"""Record -> send -> confirm: the only path by which beat publishes a task.
+
+1. **Record**, in one transaction fenced by the leader lease: read the due tasks' current
+   definitions, decide each one (:mod:`celery_beatx.policies`), insert a ``pending`` run per
+   occurrence to send (and a ``skipped`` run per occurrence not sent) and advance the tasks'
+   state.  Nothing is published before that commit.
+2. **Send** through Celery's own chain (the publish callable the scheduler gives), at most
+   ``max_in_flight`` messages between two confirms.
+3. **Confirm**, fenced again: mark the published runs ``sent`` (or ``send_failed``) and finish
+   one-offs whose run left.
+
+What can go wrong, and what happens:
+
+* the broker is unreachable: the batch stops at the first connection error; the runs not
+  published stay ``pending`` and wait in :attr:`Dispatcher.unsent`, re-sent (same ids) when
+  the broker answers again;
+* the database fails during the record commit: the outcome is unknown until a read shows
+  whether the runs exist (:meth:`Dispatcher.resolve`); only then are they sent or retried;
+* the confirm cannot be written: the marks wait in memory and are retried every tick, never
+  needing a restart;
+* beat dies (kill -9): at most ``max_in_flight`` messages were published and not confirmed;
+  the next leader re-sends ``pending`` runs with the same task ids (:meth:`Dispatcher.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..policies import SCHEDULED, DuePlan, Skipped, plan_due
+from ..schedules import BaseSchedule
+from ..store.repository import Repository
+from ..store.rows import checked_definition
+from .feed import Feed, fire_at
+from .heap import Slot, SlotHeap
+from .lease import LEADER_LOCK, Leadership
+from .outage import Outage
+
+UTC = timezone.utc
+RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
+
+#: Outcomes of one publish.
+SENT, BROKER_DOWN, FAILED, DROPPED = "sent", "broker", "failed", "dropped"
+#: Statuses a run can have before its outcome is known to beat.
+PENDING = "pending"
+
+
+def run_task_id(name: str, scheduled_at: datetime, attempt: int = 0) -> str:
+    """Deterministic Celery task id of one occurrence, so duplicates are detectable."""
+    key = f"{name}\x00{scheduled_at.astimezone(UTC).isoformat()}\x00{attempt}"
+    return str(uuid.uuid5(RUN_NAMESPACE, key))
+
+
+class Fenced(Exception):
+    """A fenced write found that this beat no longer holds the leader lease."""
+
+
+@dataclass
+class Send:
+    """One recorded run to publish."""
+
+    task_id: str
+    name: str
+    scheduled_at: datetime
+    attempt: int = 0
+    kind: str = SCHEDULED
+    #: The task has no later occurrence: disable (or delete) it once this run has left.
+    finishes: bool = False
+
+
+@dataclass
+class _Decision:
+    slot: Slot
+    plan: DuePlan
+    broken: str | None = None
+    added: int = 0
+
+
+@dataclass
+class _Batch:
+    """A record transaction whose outcome is not known yet (its commit raised)."""
+
+    decisions: list[_Decision]
+    sends: list[Send]
+    inserted: list[str]
+    definitions: dict[str, Any]
+    now: datetime
+
+
+@dataclass
+class _Marks:
+    sent: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    finishing: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.sent or self.failed)
+
+    def extend(self, other: _Marks) -> None:
+        self.sent.extend(other.sent)
+        self.failed.extend(other.failed)
+        self.finishing |= other.finishing
+
+
+Publish = Callable[[Any, Send], tuple[str, Any]]
+
+
+class Dispatcher:
+    """Carries out sends for the scheduler; see the module docstring.
+
+    :param publish: ``publish(definition, send) -> (outcome, detail)``: sends one message
+        through Celery; ``definition`` is the task row (or the in-memory Celery entry).
+    :param memory_entry: the in-memory entry of a task driven by its own Celery schedule.
+    """
+
+    def __init__(self, repo: Repository, heap: SlotHeap, feed: Feed, leadership: Leadership,
+                 *, publish: Publish, db: Outage, broker: Outage, logger: logging.Logger,
+                 clock: Callable[[], datetime], instance_id: str, max_in_flight: int = 100,
+                 batch_size: int = 500, grace: float = 5.0,
+                 starting_deadline: float | None = None, history_keep: int = 1000,
+                 memory_entry: Callable[[str], Any] | None = None,
+                 closing: Callable[[], bool] = lambda: False) -> None:
+        self.repo = repo
+        self.heap = heap
+        self.feed = feed
+        self.leadership = leadership
+        self.publish = publish
+        self.db = db
+        self.broker = broker
+        self.logger = logger
+        self.clock = clock
+        self.instance_id = instance_id
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.batch_size = max(self.max_in_flight, int(batch_size))
+        self.grace = grace
+        self.starting_deadline = starting_deadline
+        self.history_keep = history_keep
+        self.memory_entry = memory_entry or (lambda _name: None)
+        self.closing = closing
+        #: Recorded runs not yet published (broker down, or recovered from a dead beat).
+        self.unsent: deque[Send] = deque()
+        #: Published (or failed) runs whose marks could not be written yet.
+        self.unconfirmed = _Marks()
+        #: Published in the chunk under way and not confirmed yet (see :meth:`shutdown`).
+        self.in_flight = _Marks()
+        self.unresolved: _Batch | None = None
+
+    # -- state -----------------------------------------------------------------------------
+
+    def held_ids(self) -> set[str]:
+        """Task ids this beat is responsible for right now (never "recovered" from itself)."""
+        ids = {s.task_id for s in self.unsent}
+        ids.update(self.unconfirmed.sent)
+        ids.update(tid for tid, _ in self.unconfirmed.failed)
+        ids.update(self.in_flight.sent)
+        if self.unresolved is not None:
+            ids.update(s.task_id for s in self.unresolved.sends)
+        return ids
+
+    def drop(self) -> None:
+        """Forget every send in memory (leadership lost: the next leader owns them now)."""
+        if self.unresolved is not None:
+            for decision in self.unresolved.decisions:
+                self.heap.push(decision.slot)
+        self.unsent.clear()
+        self.unconfirmed = _Marks()
+        self.in_flight = _Marks()
+        self.unresolved = None
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def dispatch(self, slots: list[Slot], now: datetime,
+                 plans: dict[str, DuePlan] | None = None) -> int:
+        """Record, send and confirm the due ``slots`` (popped from the heap); returns how many
+        messages were published.  ``plans``: decisions made by the caller (tasks driven by
+        their own Celery schedule object)."""
+        if not slots:
+            return 0
+        try:
+            batch = self._record(slots, now, plans or {})
+        except Fenced:
+            for slot in slots:
+                self.heap.push(slot)
+            self.leadership.lost_fence()
+            return 0
+        except _Unknown as unknown:
+            self.unresolved = unknown.batch
+            self.db.failed(unknown.error, "recording due runs")
+            return 0
+        except Exception as exc:
+            for slot in slots:
+                self.heap.push(slot)
+            self.db.failed(exc, "recording due runs")
+            return 0
+        self.db.succeeded()
+        return self._after_record(batch)
+
+    def resolve(self) -> bool:
+        """Settle a record whose commit raised: send it if it was committed, else retry.
+
+        Returns True when nothing is left unresolved.
+        """
+        batch = self.unresolved
+        if batch is None:
+            return True
+        try:
+            with self.repo.transaction(readonly=True) as session:
+                committed = bool(batch.inserted) and bool(
+                    self.repo.existing_run_ids(session, batch.inserted[:1]))
+        except Exception as exc:
+            self.db.failed(exc, "checking whether due runs were recorded")
+            return False
+        self.db.succeeded()
+        self.unresolved = None
+        if committed:
+            self.logger.info("beat: the last record did commit; sending its %d run(s)",
+                             len(batch.sends))
+            self._after_record(batch)
+        else:
+            for decision in batch.decisions:
+                self.heap.push(decision.slot)
+        return True
+
+    def _record(self, slots: list[Slot], now: datetime, plans: dict[str, DuePlan]) -> _Batch:
+        leadership = self.leadership
+        token = leadership.token if leadership.ha else None
+        marks: dict[str, str | None] = {}
+        decisions: list[_Decision] = []
+        sends: list[Send] = []
+        inserted: list[str] = []
+        definitions: dict[str, Any] = {}
+        handled: set[str] = set()
+        try:
+            with self.repo.transaction() as session:
+                if leadership.ha and (token is None or not self.repo.fence(
+                        session, LEADER_LOCK, self.instance_id, token)):
+                    raise Fenced()
+                rows = {r.name: r for r in self.repo.get_tasks(session, [s.name for s in slots])}
+                for slot in slots:
+                    handled.add(slot.name)
+                    row = rows.get(slot.name)
+                    if row is None or row.enabled is not True and row.enabled != 1:
+                        self.heap.remove(slot.name)  # removed or disabled since we loaded it
+                        continue
+                    if row.revision != slot.revision:
+                        # Changed since we loaded it: follow the new definition (due now or
+                        # later, the feed's slot says).
+                        self.feed.apply_row(row, marks)
+                        continue
+                    entry = self.memory_entry(slot.name)
+                    if entry is None:
+                        _, problem = checked_definition(row)
+                        if problem:
+                            marks[slot.name] = problem
+                            self.heap.remove(slot.name)
+                            continue
+                    definitions[slot.name] = entry if entry is not None else row
+                    decisions.append(self._decide(slot, now, plans.get(slot.name)))
+                ids = [run_task_id(d.slot.name, when, 0) for d in decisions
+                       for when, _ in d.plan.sends]
+                ids += [run_task_id(d.slot.name, s.scheduled_at, 0) for d in decisions
+                        for s in d.plan.skipped]
+                status = self.repo.run_statuses(session, ids)
+                runs: list[dict[str, Any]] = []
+                for decision in decisions:
+                    name = decision.slot.name
+                    for when, kind in decision.plan.sends:
+                        task_id = run_task_id(name, when, 0)
+                        known = status.get(task_id)
+                        if known is not None and known != PENDING:
+                            continue  # sent before (by a crashed beat or an earlier leader)
+                        if known is None:
+                            runs.append(self._run_row(name, task_id, when, kind, PENDING, now,
+                                                      token))
+                            inserted.append(task_id)
+                            decision.added += 1
+                            status[task_id] = PENDING
+                        sends.append(Send(task_id, name, when, 0, kind,
+                                          finishes=decision.plan.following is None
+                                          and decision.broken is None))
+                    for skip in decision.plan.skipped:
+                        task_id = run_task_id(name, skip.scheduled_at, 0)
+                        if task_id not in status:
+                            runs.append(self._run_row(name, task_id, skip.scheduled_at,
+                                                      "skipped", "skipped", now, token,
+                                                      reason=_skip_reason(skip)))
+                            inserted.append(task_id)
+                            status[task_id] = "skipped"
+                self.repo.add_runs(session, runs)
+                self.repo.save_states(session, [
+                    (d.slot.name, d.slot.revision, now if d.added else None, d.added,
+                     d.plan.following) for d in decisions])
+        except (Fenced, _Unknown):
+            raise
+        except Exception as exc:
+            for slot in slots:
+                if slot.name not in handled:
+                    self.heap.push(slot)
+            if inserted:
+                raise _Unknown(_Batch(decisions, sends, inserted, definitions, now),
+                               exc) from exc
+            for decision in decisions:
+                self.heap.push(decision.slot)
+            raise
+        finally:
+            self.feed.save_marks(marks)
+        return _Batch(decisions, sends, inserted, definitions, now)
+
+    def _decide(self, slot: Slot, now: datetime, given: DuePlan | None) -> _Decision:
+        if given is not None:
+            return _Decision(slot, given)
+        assert slot.next_at is not None and slot.schedule is not None
+        catchup, limit, jitter = slot.policy or ("once", 100, 0.0)
+        schedule: BaseSchedule = slot.schedule
+        try:
+            plan = plan_due(schedule, slot.next_at, now, catchup=catchup, catchup_limit=limit,
+                            grace=self.grace, starting_deadline=self._deadline_for(schedule),
+                            delay=_jitter_fn(slot.name, jitter))
+        except Exception as exc:  # a broken schedule must not stop beat
+            # The due occurrence was computed while the schedule still worked: send it,
+            # then take the task out of the loop as invalid.
+            return _Decision(slot, DuePlan(((slot.next_at, SCHEDULED),), None),
+                             broken=f"{type(exc).__name__}: {exc}")
+        return _Decision(slot, plan)
+
+    def _deadline_for(self, schedule: BaseSchedule) -> float | None:
+        if self.starting_deadline is None:
+            return None
+        return self.starting_deadline if getattr(schedule, "type", "") in (
+            "crontab", "cron") else None
+
+    def _run_row(self, name: str, task_id: str, when: datetime, kind: str, status: str,
+                 now: datetime, token: int | None, reason: str | None = None
+                 ) -> dict[str, Any]:
+        return {"task_name": name, "task_id": task_id, "scheduled_at": when, "attempt": 0,
+                "status": status, "kind": kind, "token": token, "reason": reason,
+                "instance_id": self.instance_id, "created_at": now}
+
+    def _after_record(self, batch: _Batch) -> int:
+        """Apply a committed record to the slots, then publish and confirm its sends."""
+        for decision in batch.decisions:
+            slot, plan = decision.slot, decision.plan
+            if decision.added:
+                slot.last_run_at = batch.now
+                slot.runs += decision.added
+            slot.next_at = plan.following
+            slot.fire_at = fire_at(slot.name, plan.following, slot.policy)
+            if plan.following is None:
+                self.heap.remove(slot.name)
+            else:
+                self.heap.push(slot)
+            if decision.broken:
+                self.logger.error("beat: task %r is invalid and is skipped: %s", slot.name,
+                                  decision.broken)
+                self.heap.remove(slot.name)
+        published = self._publish_all(batch.sends, batch.definitions)
+        broken = {d.slot.name: d.broken for d in batch.decisions if d.broken}
+        if broken:
+            self.feed.save_marks(dict(broken))
+        self._prune(d.slot for d in batch.decisions if d.added)
+        return published
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def drain_unsent(self) -> int:
+        """Publish up to ``max_in_flight`` recorded-but-unsent runs; returns how many left."""
+        chunk: list[Send] = []
+        while self.unsent and len(chunk) < self.max_in_flight:
+            chunk.append(self.unsent.popleft())
+        if not chunk:
+            return 0
+        try:
+            with self.repo.transaction(readonly=True) as session:
+                rows = {r.name: r for r in self.repo.get_tasks(session, {s.name for s in chunk})}
+                status = self.repo.run_statuses(session, [s.task_id for s in chunk])
+        except Exception as exc:
+            self.unsent.extendleft(reversed(chunk))
+            self.db.failed(exc, "reading runs to re-send")
+            return 0
+        self.db.succeeded()
+        definitions: dict[str, Any] = {}
+        ready: list[Send] = []
+        gone = _Marks()
+        for send in chunk:
+            if status.get(send.task_id) != PENDING:
+                continue  # settled meanwhile
+            entry = self.memory_entry(send.name)
+            row = rows.get(send.name)
+            if entry is None and (row is None or checked_definition(row)[1]):
+                why = "task was removed" if row is None else "task definition is invalid"
+                gone.failed.append((send.task_id, why))
+                continue
+            definitions[send.name] = entry if entry is not None else row
+            ready.append(send)
+        if gone:
+            self._confirm(gone)
+        return self._publish_all(ready, definitions)
+
+    def _publish_all(self, sends: Sequence[Send], definitions: dict[str, Any]) -> int:
+        published = 0
+        for start in range(0, len(sends), self.max_in_flight):
+            chunk = sends[start:start + self.max_in_flight]
+            done, stop = self._publish_chunk(chunk, definitions)
+            published += done
+            if stop is not None:
+                rest = list(chunk[stop:]) + list(sends[start + self.max_in_flight:])
+                if self.leadership.may_send() and not self.closing():
+                    self.unsent.extend(rest)  # broker down: re-sent when it is back
+                return published
+        return published
+
+    def _publish_chunk(self, chunk: Sequence[Send], definitions: dict[str, Any]
+                       ) -> tuple[int, int | None]:
+        """Publish one chunk and confirm it; returns (published, index it stopped at)."""
+        marks = self.in_flight = _Marks()
+        stop: int | None = None
+        try:
+            for index, send in enumerate(chunk):
+                if self.closing() or not self.leadership.may_send() or self.broker.down:
+                    stop = index
+                    break
+                outcome, detail = self.publish(definitions[send.name], send)
+                if outcome == BROKER_DOWN:
+                    self.broker.failed(detail, "sending due tasks")
+                    stop = index
+                    break
+                if outcome == SENT:
+                    marks.sent.append(send.task_id)
+                else:
+                    marks.failed.append((send.task_id, str(detail)))
+                if send.finishes:
+                    marks.finishing.add(send.name)
+        finally:
+            self.in_flight = _Marks()
+            if marks:
+                self._confirm(marks)
+        return len(marks.sent), stop
+
+    # -- confirming ------------------------------------------------------------------------
+
+    def _confirm(self, marks: _Marks) -> bool:
+        leadership = self.leadership
+        now = self.clock()
+        try:
+            with self.repo.transaction() as session:
+                if leadership.ha and (leadership.token is None or not self.repo.fence(
+                        session, LEADER_LOCK, self.instance_id, leadership.token)):
+                    raise Fenced()
+                if marks.sent:
+                    self.repo.mark_runs(session, marks.sent, status="sent", at=now)
+                for task_id, error in marks.failed:
+                    self.repo.mark_runs(session, [task_id], status="send_failed", at=now,
+                                        error=error)
+                if marks.finishing:
+                    self.repo.finish_tasks(session, sorted(marks.finishing), now)
+        except Fenced:
+            leadership.lost_fence()
+            return False
+        except Exception as exc:
+            self.unconfirmed.extend(marks)
+            self.db.failed(exc, f"marking {len(marks.sent) + len(marks.failed)} run(s) sent")
+            return False
+        self.db.succeeded()
+        return True
+
+    def flush(self) -> bool:
+        """Write marks that could not be written before; True when none is left."""
+        if not self.unconfirmed:
+            return True
+        marks, self.unconfirmed = self.unconfirmed, _Marks()
+        return self._confirm(marks)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self, live: set[str] | None) -> int:
+        """Queue the ``pending`` runs that no live beat is responsible for; returns how many.
+
+        With the leader lease every other beat's pending run is orphaned (its lease ran out
+        or was released); without it (``live`` given) only those of beats whose heartbeat
+        expired or that shut down.  They are re-sent with their own task ids.
+        """
+        try:
+            with self.repo.transaction(readonly=True) as session:
+                pending = self.repo.pending_runs(session)
+                stopped = {i.instance_id for i in self.repo.instances(session)
+                           if i.stopped_at is not None}
+        except Exception as exc:
+            self.db.failed(exc, "looking for runs left pending")
+            return 0
+        mine = self.held_ids()
+        orphans: dict[str, int] = {}
+        for run in pending:
+            owner = run.instance_id or "?"
+            if run.task_id in mine:
+                continue
+            if live is not None and owner in live and owner != self.instance_id:
+                continue  # a live beat (beatx_ha off) is still working on it
+            orphans[owner] = orphans.get(owner, 0) + 1
+            self.unsent.append(Send(run.task_id, run.task_name, run.scheduled_at, run.attempt,
+                                    run.kind or SCHEDULED, finishes=True))
+        for owner, count in orphans.items():
+            if owner in stopped:
+                self.logger.info("beat: %d run(s) were left pending by a shutdown of %s; "
+                                 "sending them now", count, owner)
+            else:
+                self.logger.warning("beat: %d run(s) were left pending by %s, which stopped "
+                                    "without confirming them (a crash or a lost lease); "
+                                    "re-sending them with their own task ids", count, owner)
+        return sum(orphans.values())
+
+    def shutdown(self) -> None:
+        """Clean stop in the middle of a chunk: confirm what already left."""
+        marks = self.in_flight
+        self.in_flight = _Marks()
+        marks.extend(self.unconfirmed)
+        self.unconfirmed = _Marks()
+        if marks:
+            self._confirm(marks)
+
+    # -- history ---------------------------------------------------------------------------
+
+    def _prune(self, slots: Iterable[Slot]) -> None:
+        """Keep ``beatx_history_keep`` runs per task (``0``: keep all).
+
+        Pruning a task every ``min(keep, 100)`` runs bounds its history to fewer than
+        ``keep + 100`` rows at the cost of one DELETE per task per hundred sends.
+        """
+        keep = self.history_keep
+        if keep <= 0:
+            return
+        step = min(keep, 100)
+        names = sorted(s.name for s in slots if s.runs % step == 0)
+        if not names:
+            return
+        try:
+            with self.repo.transaction() as session:
+                for name in names:
+                    self.repo.prune_runs(session, name, keep)
+        except Exception as exc:
+            self.logger.debug("beat: could not prune run history (%s); trying later", exc)
+
+
+class _Unknown(Exception):
+    """The record transaction failed at a point where it may have committed."""
+
+    def __init__(self, batch: _Batch, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.batch = batch
+        self.error = error
+
+
+def _jitter_fn(name: str, jitter: float) -> Callable[[datetime], float] | None:
+    if jitter <= 0:
+        return None
+    from ..policies import jitter_offset
+
+    return lambda when: jitter_offset(name, when, jitter)
+
+
+def _skip_reason(skip: Skipped) -> str:
+    more = f" (and at least {skip.count - 1} more)" if skip.count > 1 else ""
+    return f"{skip.reason}{more}"

@@ -1,0 +1,178 @@
+"""Loading enabled tasks into slots, and the change feed that keeps them current.
+
+At start (and when this beat becomes leader) every enabled task is read once; afterwards only
+rows whose ``revision`` is newer than the last one seen are read, every
+``beatx_sync_interval``.  A row that cannot be used (undecodable JSON, a schedule that does
+not load, a custom function this process does not know) is that task's problem: it is marked
+invalid with a critical alert and left out, and the feed goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ..alerts import Alert, AlertCooldown, dispatch
+from ..definitions import CATCHUP_MODES, effective_schedule
+from ..policies import jitter_offset
+from ..store.repository import Repository
+from ..store.rows import load_schedule
+from .heap import Slot, SlotHeap, ts
+
+#: ``(catchup, catchup_limit, jitter)`` of a task with the default policy.
+DEFAULT_POLICY = ("once", 100, 0.0)
+
+
+def policy_of(row: Any) -> tuple[str, int, float] | None:
+    """The send-time policy fields of a row (``None`` for the defaults), or raise
+    ``ValueError`` naming a field that has the wrong shape."""
+    catchup, limit, jitter = row.catchup, row.catchup_limit, row.jitter
+    if catchup not in CATCHUP_MODES:
+        raise ValueError(f"catchup: stored value {catchup!r:.40} is not one of {CATCHUP_MODES}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"catchup_limit: stored value {limit!r:.40} is not an integer >= 1")
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or jitter < 0:
+        raise ValueError(f"jitter: stored value {jitter!r:.40} is not a number >= 0")
+    policy = (catchup, limit, float(jitter))
+    return None if policy == DEFAULT_POLICY else policy
+
+
+def fire_at(name: str, next_at: datetime | None, policy: tuple[str, int, float] | None
+            ) -> float | None:
+    """When the occurrence ``next_at`` is sent: plus its jitter, if the task has one."""
+    if next_at is None:
+        return None
+    jitter = policy[2] if policy else 0.0
+    return ts(next_at) + jitter_offset(name, next_at, jitter)
+
+
+class Feed:
+    """Builds slots from task rows and keeps :attr:`heap` in step with the database."""
+
+    def __init__(self, repo: Repository, heap: SlotHeap, clock: Callable[[], datetime],
+                 logger: logging.Logger,
+                 memory_entry: Callable[[str], Any] | None = None) -> None:
+        self.repo = repo
+        self.heap = heap
+        self.clock = clock
+        self.logger = logger
+        #: Returns the in-memory Celery entry of a task driven by its own schedule object.
+        self.memory_entry = memory_entry or (lambda _name: None)
+        self.revision = 0
+        self._cooldown = AlertCooldown()
+
+    # -- building slots --------------------------------------------------------------------
+
+    def slot_for(self, row: Any, marks: dict[str, str | None]) -> Slot | None:
+        """The slot of an enabled task row, or None when it cannot be scheduled.
+
+        Changes of the row's invalid mark are collected in ``marks`` and written afterwards
+        by :meth:`save_marks`, so that reading stays read-only.
+        """
+        problem: str | None
+        slot = None
+        try:
+            entry = self.memory_entry(row.name)
+            schedule, problem = load_schedule(row.schedule)
+            if entry is not None:
+                problem = None
+            if problem is None:
+                policy = policy_of(row)
+                next_at = row.next_run_at if isinstance(row.next_run_at, datetime) else None
+                last = row.last_run_at if isinstance(row.last_run_at, datetime) else None
+                runs = row.total_run_count if isinstance(row.total_run_count, int) else 0
+                if entry is not None:
+                    slot = Slot(row.name, row.revision, None, next_at or self.clock(), last,
+                                runs, policy, entry=entry)
+                else:
+                    assert schedule is not None
+                    schedule.check()
+                    effective = effective_schedule(schedule, row.calendar)
+                    if next_at is None:
+                        # Enabled but with no next run: its schedule failed (or found no
+                        # time) before.  Ask again, so a fixed task resumes.
+                        next_at = effective.next_after(self.clock(), last)
+                    slot = Slot(row.name, row.revision, effective, next_at, last, runs, policy,
+                                fire_at=fire_at(row.name, next_at, policy))
+        except Exception as exc:
+            slot, problem = None, f"{type(exc).__name__}: {exc}"
+        if slot is None:
+            if row.invalid_reason != problem:
+                self.logger.error("beat: task %r cannot be scheduled and is skipped: %s",
+                                  row.name, problem)
+                marks[row.name] = problem
+            return None
+        if row.invalid_reason:
+            marks[row.name] = None
+        return slot
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load_all(self) -> int:
+        """Replace every slot with the enabled tasks in the database."""
+        marks: dict[str, str | None] = {}
+        with self.repo.transaction(readonly=True) as session:
+            # Read the revision first: a change committed while we load is seen again by
+            # the next poll rather than missed.
+            revision = self.repo.current_revision(session)
+            rows = self.repo.list_tasks(session, enabled=True)
+            slots = [self.slot_for(row, marks) for row in rows]
+        self.heap.clear()
+        for slot in slots:
+            if slot is not None:
+                self.heap.put(slot)
+        self.revision = revision
+        self.save_marks(marks)
+        self.logger.info("beat: loaded %d enabled task(s)", len(self.heap))
+        return len(self.heap)
+
+    def poll(self) -> int:
+        """Apply tasks changed since the last read; returns how many changed."""
+        marks: dict[str, str | None] = {}
+        with self.repo.transaction(readonly=True) as session:
+            changed, removed, upto = self.repo.changes_since(session, self.revision)
+            for row in changed:
+                self.apply_row(row, marks)
+            for stone in removed:
+                self.heap.remove(stone.name)
+        self.revision = upto
+        self.save_marks(marks)
+        if changed or removed:
+            self.logger.info("beat: picked up %d changed and %d removed task(s)",
+                             len(changed), len(removed))
+        return len(changed) + len(removed)
+
+    def apply_row(self, row: Any, marks: dict[str, str | None]) -> Slot | None:
+        """Bring the slot of ``row`` up to date (drop it when disabled or unusable)."""
+        slot = self.slot_for(row, marks) if row.enabled is True or row.enabled == 1 else None
+        if slot is None:
+            self.heap.remove(row.name)
+        else:
+            self.heap.put(slot)
+        return slot
+
+    # -- invalid marks ---------------------------------------------------------------------
+
+    def save_marks(self, marks: dict[str, str | None]) -> None:
+        """Write invalid marks (None clears one) and raise an alert for each new one."""
+        if not marks:
+            return
+        now = self.clock()
+        alerts = [Alert(level="critical", kind="invalid_schedule", task_name=name,
+                        message=f"task {name!r} cannot be scheduled and is skipped: {reason}",
+                        at=now) for name, reason in marks.items() if reason]
+        alerts = [a for a in alerts if self._cooldown.admit(a)]
+        try:
+            with self.repo.transaction() as session:
+                self.repo.mark_invalid(session, marks)
+                for alert in alerts:
+                    self.repo.add_alert(session, level=alert.level, kind=alert.kind,
+                                        task_name=alert.task_name, message=alert.message,
+                                        at=alert.at)
+        except Exception:
+            self.logger.warning("beat: could not record invalid marks; retrying at next load",
+                                exc_info=True)
+        for alert in alerts:
+            dispatch(alert)

@@ -1,0 +1,166 @@
+"""Stored rows -> public values: parsed schedules and :class:`~celery_beatx.TaskInfo`.
+
+A row can hold anything a person or another program wrote into the database.  Nothing here
+raises on a bad row: a value that cannot be decoded or has the wrong shape becomes that task's
+``invalid_reason`` (beat skips the task and raises an alert), and listing, exporting and the
+change feed go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..definitions import CATCHUP_MODES, DEFAULTS, DEFINITION_FIELDS, OVERLAP_MODES, TaskInfo
+from ..schedules import BaseSchedule, schedule_from_dict
+from .types import Undecodable
+
+Loaded = tuple[BaseSchedule | None, str | None]
+
+
+def load_schedule(data: Any) -> Loaded:
+    """Load a stored schedule; on failure return ``(None, reason)`` instead of raising.
+
+    Schedules are immutable, so equal stored forms share one parsed object: beat start-up
+    with thousands of tasks parses each distinct schedule once.
+    """
+    if isinstance(data, Undecodable):
+        return None, f"schedule: {data.reason}"
+    if not isinstance(data, Mapping):
+        return None, f"schedule: stored value {data!r:.80} is not an object"
+    try:
+        key = json.dumps(data, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return _load_schedule_cached(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_schedule_cached(key: str) -> Loaded:
+    try:
+        return schedule_from_dict(json.loads(key)), None
+    except Exception as exc:  # a broken row must never stop a listing or beat
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _str_keys(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+#: What a stored definition field must look like to be used (the row's shape, not the full
+#: validation admin input gets: that happened when it was written).
+_SHAPES: dict[str, Any] = {
+    "task": lambda v: isinstance(v, str) and bool(v),
+    "args": lambda v: isinstance(v, list),
+    "kwargs": _str_keys,
+    "queue": lambda v: v is None or isinstance(v, str),
+    "priority": lambda v: v is None or _is_int(v),
+    "expires": lambda v: v is None or _is_number(v),
+    "headers": _str_keys,
+    "options": _str_keys,
+    "group": lambda v: v is None or isinstance(v, str),
+    "tags": _str_list,
+    "depends_on": _str_list,
+    "retry": lambda v: v is None or _str_keys(v),
+    "alerts": lambda v: v is None or _str_keys(v),
+    "calendar": lambda v: v is None or _str_keys(v),
+    "jitter": lambda v: _is_number(v) and v >= 0,
+    "catchup": lambda v: v in CATCHUP_MODES,
+    "catchup_limit": lambda v: _is_int(v) and v >= 1,
+    "overlap": lambda v: v in OVERLAP_MODES,
+    "description": lambda v: isinstance(v, str),
+}
+
+
+def definition_of(row: Any) -> dict[str, Any]:
+    """The stored definition of a task row (what a version snapshot holds)."""
+    return {key: getattr(row, key) for key in DEFINITION_FIELDS}
+
+
+def checked_definition(row: Any) -> tuple[dict[str, Any], str | None]:
+    """The row's definition with broken fields replaced by defaults, and what was broken.
+
+    ``schedule`` is returned as stored; :func:`load_schedule` judges it.
+    """
+    fields = definition_of(row)
+    problems: list[str] = []
+    for key, ok in _SHAPES.items():
+        value = fields[key]
+        if isinstance(value, Undecodable):
+            problems.append(f"{key}: {value.reason}")
+        elif not ok(value):
+            problems.append(f"{key}: stored value {value!r:.80} has the wrong type")
+        else:
+            continue
+        fields[key] = _default(key)
+    return fields, ("; ".join(problems) or None)
+
+
+def _default(key: str) -> Any:
+    if key == "task":
+        return "?"
+    value = DEFAULTS[key]
+    return type(value)(value) if isinstance(value, (list, dict)) else value
+
+
+def _state(row: Any) -> tuple[dict[str, Any], str | None]:
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    for key in ("last_run_at", "next_run_at"):
+        value = getattr(row, key)
+        if value is not None and not isinstance(value, datetime):
+            problems.append(f"{key}: stored value {value!r:.40} is not a time")
+            value = None
+        out[key] = value
+    for key, default in (("total_run_count", 0), ("version", 1), ("revision", 0)):
+        value = getattr(row, key)
+        if not _is_int(value):
+            problems.append(f"{key}: stored value {value!r:.40} is not an integer")
+            value = default
+        out[key] = value
+    enabled = row.enabled
+    if enabled not in (True, False, 0, 1):
+        problems.append(f"enabled: stored value {enabled!r:.40} is not a boolean")
+        enabled = False
+    out["enabled"] = bool(enabled)
+    return out, ("; ".join(problems) or None)
+
+
+def info_from_row(row: Any, loaded: Loaded | None = None) -> TaskInfo:
+    """Build the public :class:`TaskInfo` for a task row (``loaded``: its parsed schedule).
+
+    Never raises: a row that cannot be used carries the reason in ``invalid_reason`` and
+    ``schedule=None``.
+    """
+    schedule, problem = loaded if loaded is not None else load_schedule(row.schedule)
+    fields, broken = checked_definition(row)
+    state, broken_state = _state(row)
+    stored = row.schedule
+    fields.pop("schedule")
+    reasons = [r for r in (broken, broken_state, problem) if r]
+    if broken or broken_state:
+        schedule = None
+    return TaskInfo(
+        name=row.name,
+        schedule=schedule,
+        schedule_dict=dict(stored) if isinstance(stored, Mapping) else {},
+        source=row.source if isinstance(row.source, str) else "?",
+        invalid_reason=row.invalid_reason or ("; ".join(reasons) or None),
+        **state,
+        **fields,
+    )
