@@ -30,6 +30,14 @@ def _admin(ctx: click.Context) -> Any:
     return BeatAdmin(app)
 
 
+def _app_zone(ctx: click.Context) -> str:
+    """The app's zone as Celery resolves it (``"UTC"`` without an app)."""
+    from .config import app_timezone
+
+    app = getattr(ctx.obj, "app", None)
+    return "UTC" if app is None else app_timezone(app)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -157,7 +165,8 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("task")
 @click.option("--every", "interval", type=float, help="Interval in seconds.")
 @click.option("--cron", "cron_expr", help='Standard 5-field cron, e.g. "0 9 * * 1-5".')
-@click.option("--timezone", default=None)
+@click.option("--timezone", default=None,
+              help="IANA zone of --cron (default: the app's Celery timezone).")
 @click.option("--args", "args_json", default="[]", help="JSON list.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="JSON object.")
 @click.option("--queue")
@@ -172,8 +181,8 @@ def add(ctx: click.Context, name: str, task: str, interval: float | None,
 
     if (interval is None) == (cron_expr is None):
         raise click.UsageError("give exactly one of --every and --cron")
-    schedule = every(seconds=interval) if interval is not None else cron(cron_expr,
-                                                                         timezone=timezone)
+    schedule = every(seconds=interval) if interval is not None else cron(
+        cron_expr, timezone=timezone or _app_zone(ctx))
     try:
         args, kwargs = json.loads(args_json), json.loads(kwargs_json)
     except ValueError as exc:

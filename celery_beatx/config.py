@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timezone as dt_timezone
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from .errors import InvalidSchedule
+from .schedules._zones import zone_key
 
 DEFAULT_SYNC_INTERVAL = 1.0
 
@@ -24,6 +29,70 @@ def default_database_url(schedule_filename: str | None) -> str:
     return f"sqlite:///{os.path.abspath(base)}.sqlite3"
 
 
+def _zone_name(zone: Any) -> str | None:
+    """The IANA name of a zone given as Celery accepts it (name or tzinfo), else ``None``.
+
+    :raises InvalidSchedule: a name that is not a known zone.
+    """
+    if zone is dt_timezone.utc:
+        return "UTC"
+    if isinstance(zone, str):
+        return zone_key(zone)
+    if isinstance(zone, ZoneInfo):
+        key = zone.key
+    else:  # pytz zones carry their name in ``zone``
+        key = getattr(zone, "zone", None)
+    if not isinstance(key, str):
+        return None
+    try:
+        return zone_key(key)
+    except InvalidSchedule:
+        return None
+
+
+def _local_zone_name() -> str:
+    """The IANA name of the zone Celery calls "local" (``celery.utils.time.timezone.local``).
+
+    Celery takes the local zone from ``tzlocal``; when that zone has no usable IANA name,
+    :meth:`~celery_beatx.timezones.TimezoneUtils.detect_system_timezone` decides (``TZ``,
+    ``/etc/timezone``, ``/etc/localtime``; ``"UTC"`` if none of them names a zone).
+    """
+    from celery.utils.time import timezone as celery_zones
+
+    from .timezones import TimezoneUtils
+
+    return _zone_name(celery_zones.local) or TimezoneUtils.detect_system_timezone()
+
+
+def app_timezone(app: Any) -> str:
+    """The IANA name of the zone Celery uses for ``app`` (what ``app.timezone`` resolves to).
+
+    Celery's rule: the ``timezone`` setting, which Celery's settings also read from Django's
+    ``TIME_ZONE`` (``config_from_object("django.conf:settings", namespace="CELERY")``);
+    without one, UTC when ``enable_utc`` is true (the default), else the machine's local
+    zone. A zone Celery has already resolved and cached on the app wins, as it does for
+    Celery. The app's cache is not filled here, so a later configuration change still
+    counts for Celery.
+
+    :raises InvalidSchedule: the setting is not a known IANA zone (naming ``timezone``).
+    """
+    cached = vars(app).get("timezone") if hasattr(app, "__dict__") else None
+    if cached is not None:
+        name = _zone_name(cached)
+        if name is not None:
+            return name
+    conf = app.conf
+    zone = conf.timezone  # Celery's Settings: ``timezone``, else Django's ``TIME_ZONE``
+    if not zone:
+        return "UTC" if conf.enable_utc else _local_zone_name()
+    name = _zone_name(zone)
+    if name is None:
+        raise InvalidSchedule(
+            f"timezone {zone!r} has no IANA name; set Celery's timezone to a zone name "
+            "such as 'Europe/Paris'", "timezone")
+    return name
+
+
 @dataclass(frozen=True)
 class BeatxConfig:
     """Typed view of the ``beatx_*`` settings (see README, "Configuration")."""
@@ -39,6 +108,7 @@ class BeatxConfig:
     alert_webhooks: tuple[dict[str, Any], ...] = ()
     default_alerts: Any = None
     history_keep: int = 1000
+    #: IANA name of the app's zone, as Celery resolves it (see :func:`app_timezone`).
     timezone: str = "UTC"
     #: Most messages published between a record and its confirm (the duplicates a kill -9
     #: can cause, always with the same task id).
@@ -67,5 +137,5 @@ class BeatxConfig:
             default_alerts=conf.get("beatx_default_alerts"),
             history_keep=int(get("beatx_history_keep", 1000)),
             max_in_flight=int(get("beatx_max_in_flight", 100)),
-            timezone=str(conf.get("timezone") or "UTC"),
+            timezone=app_timezone(app),
         )

@@ -48,3 +48,13 @@ def test_errors_exit_1_with_a_message(url):
     assert bad.returncode == 1 and "InvalidSchedule" in bad.stderr and "61" in bad.stderr
     missing = beatx(url, "disable", "nope", check=False)
     assert missing.returncode == 1 and "TaskNotFound" in missing.stderr
+
+
+def test_cron_aliases_and_reboot(url):
+    beatx(url, "add", "nightly", "proj.nightly", "--cron", "@daily")
+    shown = json.loads(beatx(url, "show", "nightly", "--json").stdout)
+    assert shown["schedule"]["expr"] == "0 0 * * *"
+    reboot = beatx(url, "add", "boot", "proj.boot", "--cron", "@reboot", check=False)
+    assert reboot.returncode == 1 and "InvalidSchedule" in reboot.stderr \
+        and "@reboot" in reboot.stderr
+    assert [t["name"] for t in json.loads(beatx(url, "list", "--json").stdout)] == ["nightly"]

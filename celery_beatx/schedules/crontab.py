@@ -301,14 +301,15 @@ class cron(_WallClockSchedule):  # noqa: N801 - lowercase like ``crontab``
 
     Field syntax as for :class:`crontab`; ``day_of_week`` is 0-7 (0 and 7 are Sunday), and
     the aliases ``@hourly``, ``@daily``, ``@midnight``, ``@weekly``, ``@monthly``,
-    ``@yearly`` and ``@annually`` are accepted. Unlike :class:`crontab`, standard cron's day
+    ``@yearly`` and ``@annually`` are accepted (``@reboot`` is refused: it has no times).
+    Unlike :class:`crontab`, standard cron's day
     rule applies: when both day fields are restricted (neither starts with ``*``) a day
     matches if *either* matches. DST follows the Vixie-cron rule described in this module.
 
     :param expr: the cron expression.
     :param timezone: IANA zone the fields are read in; ``None`` means UTC.
-    :raises InvalidSchedule: wrong number of fields, an invalid field or zone, or a date that
-        can never occur (``0 0 30 2 *``).
+    :raises InvalidSchedule: wrong number of fields, an unknown ``@`` alias or ``@reboot``,
+        an invalid field or zone, or a date that can never occur (``0 0 30 2 *``).
 
     >>> cron("0 9 * * 1-5", timezone="Europe/Paris").expr
     '0 9 * * 1-5'
@@ -321,6 +322,14 @@ class cron(_WallClockSchedule):  # noqa: N801 - lowercase like ``crontab``
             raise InvalidSchedule(f"cron expression {expr!r} is not a string", "expr")
         text = " ".join(expr.split()).lower()
         text = _ALIASES.get(text, text)
+        if text == "@reboot":
+            raise InvalidSchedule(
+                "cron expression '@reboot' (run at system start) has no fire times beat "
+                "could schedule; use once(...) for a single run", "expr")
+        if text.startswith("@"):
+            raise InvalidSchedule(
+                f"cron expression {expr!r} is not a known alias (one of "
+                f"{', '.join(sorted(_ALIASES))})", "expr")
         fields = text.split(" ") if text else []
         if len(fields) != 5:
             raise InvalidSchedule(

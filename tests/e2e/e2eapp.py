@@ -7,8 +7,9 @@ database, queue and marker file (the brokers are shared with other test runs):
 ``E2E_QUEUE``          the only queue used: tasks are sent to it and the worker consumes it
 ``E2E_MARKERS``        file the ``mark`` task appends one JSON line to per run
 ``BEATX_DATABASE_URL`` the schedule database (read by celery-beatx itself)
-``E2E_SCHEDULE``       JSON ``beat_schedule``: ``{name: {"every": s | "crontab": minute,
-                       "args": [...]}}``
+``E2E_SCHEDULE``       JSON ``beat_schedule``: ``{name: {"every": s | "seconds": s |
+                       "crontab": minute, "args": [...]}}`` (``seconds``: a plain number,
+                       which the stock scheduler understands too)
 ``E2E_SYNC_INTERVAL``  ``beatx_sync_interval`` (default 1)
 ``E2E_AUTO_MIGRATE``   ``beatx_auto_migrate`` (``0`` turns it off)
 ``E2E_HISTORY_KEEP``   ``beatx_history_keep`` (default 1000)
@@ -34,6 +35,8 @@ def _beat_schedule(raw: str) -> dict[str, dict]:
     for name, spec in json.loads(raw).items():
         if "every" in spec:
             sched = every(seconds=spec["every"])
+        elif "seconds" in spec:
+            sched = float(spec["seconds"])
         else:
             sched = crontab(minute=spec["crontab"])
         schedule[name] = {"task": "e2eapp.mark", "schedule": sched,

@@ -215,6 +215,25 @@ class Cluster:
             proc.wait_log("beat: loaded", timeout)
         return proc
 
+    def start_embedded(self, scheduler: str = "celery_beatx.Scheduler",
+                       option: str = "--scheduler", wait: str | None = "beat: loaded",
+                       timeout: float = 30.0, **env: str) -> Proc:
+        """A solo-pool worker with embedded beat: ``celery worker -B <option> <scheduler>``.
+
+        ``option`` is how the scheduler is named on the command line: ``--scheduler`` (the
+        right one) or ``-S`` (which on ``celery worker`` is ``--statedb``, so the stock
+        scheduler runs).  Waits until the log shows ``wait`` (``None``: not at all).
+        """
+        proc = self._start("embedded", [
+            "worker", "-B", option, scheduler,
+            "--schedule-filename", str(self.workdir / "celerybeat-schedule"),
+            "--pool=solo", "-Q", self.queue, "-n", f"{self.queue}@%h",
+            "--without-heartbeat", "--without-gossip", "--without-mingle",
+            "--loglevel=INFO"], self.env(**env))
+        if wait is not None:
+            proc.wait_log(wait, timeout)
+        return proc
+
     # -- markers -------------------------------------------------------------------------
 
     def markers(self, entry: str | None = None, label: str | None = None) -> list[Marker]:

@@ -53,6 +53,10 @@ BAD = [
     (lambda: cron("0 9 * * * *"), "expr", "has 6 fields"),
     (lambda: cron(""), "expr", "has 0 fields"),
     (lambda: cron(None), "expr", "None is not a string"),
+    (lambda: cron("@reboot"), "expr", "'@reboot' (run at system start) has no fire times"),
+    (lambda: cron(" @REBOOT"), "expr", "'@reboot'"),
+    (lambda: cron("@fortnightly"), "expr", "'@fortnightly' is not a known alias"),
+    (lambda: schedule_from_dict({"type": "cron", "expr": "@reboot"}), "expr", "'@reboot'"),
     (lambda: cron("61 * * * *"), "minute", "minute '61' is out of range 0-59"),
     (lambda: cron("* 24 * * *"), "hour", "hour '24'"),
     (lambda: cron("* * 0 * *"), "day_of_month", "day_of_month '0'"),
@@ -128,6 +132,30 @@ def test_naive_datetimes_are_rejected(schedule):
 def test_schedules_are_immutable(schedule):
     with pytest.raises(AttributeError):
         schedule.timezone = "Asia/Tokyo"
+
+
+#: From Wednesday 2024-02-28 13:07 UTC (a leap year), the next two times of each alias.
+ALIAS_TIMES = {
+    "@hourly": [(2024, 2, 28, 14), (2024, 2, 28, 15)],
+    "@daily": [(2024, 2, 29), (2024, 3, 1)],
+    "@midnight": [(2024, 2, 29), (2024, 3, 1)],
+    "@weekly": [(2024, 3, 3), (2024, 3, 10)],
+    "@monthly": [(2024, 3, 1), (2024, 4, 1)],
+    "@yearly": [(2025, 1, 1), (2026, 1, 1)],
+    "@annually": [(2025, 1, 1), (2026, 1, 1)],
+}
+
+
+@pytest.mark.parametrize("alias", sorted(ALIAS_TIMES))
+def test_cron_aliases(alias):
+    schedule = cron(alias.upper() if alias == "@daily" else alias)
+    assert schedule_from_dict(schedule.to_dict()) == schedule
+    assert schedule_from_dict({"type": "cron", "expr": alias}) == schedule
+    t, runs = datetime(2024, 2, 28, 13, 7, tzinfo=timezone.utc), []
+    for _ in range(2):
+        t = schedule.next_after(t)
+        runs.append(t)
+    assert runs == [datetime(*parts, tzinfo=timezone.utc) for parts in ALIAS_TIMES[alias]]
 
 
 def test_accepted_spellings():
