@@ -9,6 +9,7 @@ once it holds the lock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -52,8 +53,16 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def _current(conn: Connection) -> str | None:
-    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-    return ctx.get_current_revision()
+    # Alembic announces its "Context impl" at INFO each time a context is made; at every
+    # beat start that says nothing: only a real upgrade is worth a line.
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))
+    try:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision()
+    finally:
+        quiet.setLevel(level)
 
 
 def is_current(engine: Engine) -> bool:

@@ -64,6 +64,7 @@ def runs(db_url) -> list[Run]:
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(Run.task_name, Run.task_id, Run.scheduled_at,
-                                      Run.status).order_by(Run.id)).all()
+                                      Run.status, Run.instance_id, Run.kind)
+                            .order_by(Run.id)).all()
     engine.dispose()
     return rows

@@ -35,7 +35,7 @@ from typing import Any
 from ..policies import SCHEDULED, DuePlan, Skipped, plan_due
 from ..schedules import BaseSchedule
 from ..store.repository import Repository
-from ..store.rows import checked_definition
+from ..store.rows import checked_definition, snapshot
 from .feed import Feed, fire_at
 from .heap import Slot, SlotHeap
 from .lease import LEADER_LOCK, Leadership
@@ -259,7 +259,7 @@ class Dispatcher:
                             marks[slot.name] = problem
                             self.heap.remove(slot.name)
                             continue
-                    definitions[slot.name] = entry if entry is not None else row
+                    definitions[slot.name] = entry if entry is not None else snapshot(row)
                     decisions.append(self._decide(slot, now, plans.get(slot.name)))
                 ids = [run_task_id(d.slot.name, when, 0) for d in decisions
                        for when, _ in d.plan.sends]
@@ -395,7 +395,7 @@ class Dispatcher:
                 why = "task was removed" if row is None else "task definition is invalid"
                 gone.failed.append((send.task_id, why))
                 continue
-            definitions[send.name] = entry if entry is not None else row
+            definitions[send.name] = entry if entry is not None else snapshot(row)
             ready.append(send)
         if gone:
             self._confirm(gone)

@@ -18,6 +18,16 @@ def cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the service cannot be reached (rather than that we did
+    something wrong): connection and timeout errors, SQLAlchemy's OperationalError."""
+    from sqlalchemy import exc as sa_exc
+
+    return isinstance(exc, (OSError, TimeoutError, sa_exc.OperationalError,
+                            sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                            sa_exc.TimeoutError))
+
+
 class Outage:
     """Reachability of one service, with a capped exponential back-off between attempts.
 
@@ -35,6 +45,7 @@ class Outage:
         self.down_since: float | None = None
         self.failures = 0
         self._retry_at = float("-inf")
+        self._reported: set[tuple[str, str, str]] = set()
 
     @property
     def down(self) -> bool:
@@ -55,6 +66,16 @@ class Outage:
         self.failures += 1
         delay = min(self.first * 2 ** (self.failures - 1), self.cap)
         self._retry_at = now + delay
+        if not is_unreachable(exc):
+            # Not an outage but an error of ours or of the data: say it loudly, with its
+            # traceback, once per kind of error; back off all the same.
+            key = (doing, type(exc).__name__, str(exc)[:200])
+            if key not in self._reported:
+                self._reported.add(key)
+                self.logger.error("beat: error while %s: %s", doing, cause(exc), exc_info=exc)
+            else:
+                self.logger.debug("beat: error again while %s: %s", doing, cause(exc))
+            return
         if self.down_since is None:
             self.down_since = now
             self.logger.warning("beat: %s unreachable while %s: %s; retrying every %.1f s "

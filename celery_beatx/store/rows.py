@@ -164,3 +164,19 @@ def info_from_row(row: Any, loaded: Loaded | None = None) -> TaskInfo:
         **state,
         **fields,
     )
+
+
+class Snapshot:
+    """A task row's values, copied out of its session (safe to use after the transaction
+    ended, committed or not)."""
+
+    __slots__ = ("name", "last_run_at", "total_run_count", *DEFINITION_FIELDS)
+
+    def __init__(self, row: Any) -> None:
+        for key in self.__slots__:
+            setattr(self, key, getattr(row, key))
+
+
+def snapshot(row: Any) -> Snapshot:
+    """Copy what a send needs out of a task row."""
+    return Snapshot(row)

@@ -1,0 +1,339 @@
+"""The send path under faults, in process: real databases, real Redis, injected clock.
+
+Faults are injected at the database (SQLAlchemy engine events that fail a statement or a
+commit once), in the stored rows (values written by hand), and in the clock; the end-to-end
+outage tests with real services stopped live in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from beat_helpers import drain, make, runs
+from celery_beatx import BeatAdmin, every
+from celery_beatx.scheduler import Scheduler, run_task_id
+from celery_beatx.store.models import Lock, Run, Task
+
+
+@pytest.fixture
+def admin(db_url, clock):
+    adm = BeatAdmin(url=db_url, clock=clock)
+    yield adm
+    adm.engine.dispose()
+
+
+def write(db_url: str, stmt) -> None:  # type: ignore[no-untyped-def]
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(stmt)
+    engine.dispose()
+
+
+def fail_once(engine, when, error=None):  # type: ignore[no-untyped-def]
+    """Make the first statement for which ``when(statement)`` is true raise."""
+    state = {"armed": True}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _fail(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if state["armed"] and when(statement):
+            state["armed"] = False
+            raise error or sa.exc.OperationalError(statement, params, Exception("injected"))
+
+    return state
+
+
+# -- one broken task never stops beat ------------------------------------------------------
+
+def test_a_row_with_bad_headers_fails_that_task_only(app, admin, db_url, clock, queue_name):
+    admin.add("good", "proj.good", every(seconds=10))
+    admin.add("hdr", "proj.hdr", every(seconds=10))
+    # written behind the admin API's back (a hand edit, an older release, another tool)
+    write(db_url, sa.update(Task).where(Task.name == "hdr").values(headers=["x"]))
+    beat = make(app, clock)
+    for _ in range(3):
+        clock.advance(seconds=10)
+        beat.tick()
+    beat.close()
+    sent = [m["headers"]["task"] for m in drain(queue_name)]
+    assert sent == ["proj.good"] * 3
+    info = admin.get("hdr")
+    assert "headers" in info.invalid_reason
+    assert [a.kind for a in admin.alerts()] == ["invalid_schedule"]
+    make(app, clock).close()  # and beat starts again
+
+
+def test_a_send_that_raises_fails_that_run_only(app, admin, db_url, clock, queue_name):
+    class Picky(Scheduler):
+        def send_task(self, name=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if name == "proj.bad":
+                raise ValueError("refused by a subclass")
+            return super().send_task(name, *args, **kwargs)
+
+    admin.add("bad", "proj.bad", every(seconds=10))
+    admin.add("ok", "proj.ok", every(seconds=10))
+    beat = Picky(app, clock=clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.ok", "proj.ok"]
+    statuses = sorted((r.task_name, r.status) for r in runs(db_url))
+    assert statuses == [("bad", "send_failed")] * 2 + [("ok", "sent")] * 2
+
+
+def test_apply_entry_overrides_see_every_send(app, admin, clock, queue_name):
+    seen = []
+
+    class Watching(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            seen.append((entry.name, entry.options["task_id"]))
+            return super().apply_entry(entry, producer=producer)
+
+    admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(3)])
+    beat = Watching(app, clock=clock)
+    clock.advance(seconds=5)
+    beat.tick()
+    beat.close()
+    ids = sorted(m["headers"]["id"] for m in drain(queue_name))
+    assert sorted(tid for _, tid in seen) == ids and len(ids) == 3
+    assert {n for n, _ in seen} == {"t0", "t1", "t2"}
+
+
+@pytest.mark.parametrize("column, value", [
+    ("args", "[1"),               # truncated JSON
+    ("kwargs", "{not json"),
+    ("schedule", "}}"),
+    ("next_run_at", "yesterday"),  # not a time
+])
+def test_an_undecodable_row_is_that_task_s_problem_only(app, admin, db_url, clock, queue_name,
+                                                        column, value):
+    if not db_url.startswith("sqlite"):
+        pytest.skip("only SQLite stores text that is not JSON or a time in these columns")
+    admin.add("good", "proj.good", every(seconds=10))
+    admin.add("broken", "proj.broken", every(seconds=10))
+    beat = make(app, clock)  # running while the row goes bad: the change feed sees it
+    write(db_url, sa.text(f"UPDATE beatx_tasks SET {column} = :v, revision = revision + 100 "
+                          "WHERE name = 'broken'").bindparams(v=value))
+    write(db_url, sa.text("UPDATE beatx_counters SET value = value + 100"))
+    clock.advance(seconds=10)
+    beat.tick()
+    listed = {t.name: t for t in admin.list()}  # listing works
+    assert listed["good"].invalid_reason is None
+    beat.close()
+    restarted = make(app, clock)  # and so does a start
+    clock.advance(seconds=10)
+    restarted.tick()
+    restarted.close()
+    assert [m["headers"]["task"] for m in drain(queue_name)].count("proj.good") == 2
+    if column != "next_run_at":  # a bad next run time is simply computed again
+        assert listed["broken"].invalid_reason and column in listed["broken"].invalid_reason \
+            or column == "schedule"
+        assert "proj.broken" not in [m["headers"]["task"] for m in drain(queue_name)]
+
+
+def test_a_row_of_the_wrong_shape_is_marked_invalid_on_every_database(
+        app, admin, db_url, clock, queue_name):
+    admin.add("good", "proj.good", every(seconds=10))
+    admin.add("odd", "proj.odd", every(seconds=10))
+    write(db_url, sa.update(Task).where(Task.name == "odd").values(args={"not": "a list"}))
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.good"]
+    assert "args" in admin.get("odd").invalid_reason
+
+
+# -- database faults -------------------------------------------------------------------------
+
+def test_a_commit_that_raised_after_committing_is_resolved_before_sending(
+        app, admin, db_url, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    armed = {"on": True}
+    # The first commit of a transaction that inserted runs commits, then "the driver" raises.
+    inserted = {"yes": False}
+
+    @event.listens_for(beat.engine, "after_cursor_execute")
+    def _mark(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO beatx_runs"):
+            inserted["yes"] = True
+
+    @event.listens_for(beat.engine, "commit")
+    def _commit(conn):  # type: ignore[no-untyped-def]
+        if inserted["yes"] and armed["on"]:
+            armed["on"] = False
+            inserted["yes"] = False
+            conn.connection.dbapi_connection.commit()  # it did commit...
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("connection reset"))
+
+    clock.advance(seconds=10)
+    beat.tick()  # the record's commit "fails": nothing is sent yet
+    assert drain(queue_name) == []
+    beat.db._retry_at = float("-inf")
+    beat.tick()  # resolved: the runs exist, so they are sent, once
+    beat.close()
+    msgs = drain(queue_name)
+    assert [m["headers"]["id"] for m in msgs] == [run_task_id("job", clock.now)]
+    assert [(r.task_name, r.status) for r in runs(db_url)] == [("job", "sent")]
+    assert admin.get("job").total_run_count == 1
+
+
+def test_marks_that_cannot_be_written_are_retried_without_a_restart(
+        app, admin, db_url, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    fail_once(beat.engine, lambda sql: sql.startswith("UPDATE beatx_runs SET status"))
+    clock.advance(seconds=10)
+    beat.tick()  # published; the mark fails
+    assert [r.status for r in runs(db_url)] == ["pending"]
+    assert len(drain(queue_name)) == 1
+    beat.db._retry_at = float("-inf")
+    beat.tick()  # the mark is written now, and nothing is sent again
+    assert [r.status for r in runs(db_url)] == ["sent"]
+    beat.close()
+    make(app, clock).close()  # nor at a restart
+    assert drain(queue_name) == []
+
+
+def test_a_record_that_fails_before_commit_sends_nothing_and_is_retried(
+        app, admin, db_url, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = make(app, clock)
+    fail_once(beat.engine, lambda sql: sql.startswith("INSERT INTO beatx_runs"))
+    clock.advance(seconds=10)
+    beat.tick()
+    assert drain(queue_name) == [] and runs(db_url) == []
+    beat.db._retry_at = float("-inf")
+    beat.tick()
+    beat.close()
+    assert [m["headers"]["id"] for m in drain(queue_name)] == [run_task_id("job", clock.now)]
+
+
+# -- leadership ----------------------------------------------------------------------------
+
+def scheduler_as(app, clock, instance_id: str, **conf):  # type: ignore[no-untyped-def]
+    app.conf.update(beatx_instance_id=instance_id, **conf)
+    return make(app, clock)
+
+
+def test_only_the_leader_sends_and_a_standby_takes_over_when_it_stops(
+        app, admin, db_url, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    a = scheduler_as(app, clock, "beat-a")
+    b = scheduler_as(app, clock, "beat-b")
+    assert (a.leadership.role, b.leadership.role) == ("leader", "standby")
+    clock.advance(seconds=10)
+    a.tick()
+    b.tick()
+    assert [m["headers"]["id"] for m in drain(queue_name)] == [run_task_id("job", clock.now)]
+    a.close()  # a clean stop releases the lease at once
+    b.leadership._next_lease = float("-inf")
+    b.tick()
+    assert b.leadership.role == "leader"
+    clock.advance(seconds=10)
+    b.tick()
+    b.close()
+    assert len(drain(queue_name)) == 1
+    instances = {r.instance_id for r in runs(db_url)}
+    assert instances == {"beat-a", "beat-b"}
+
+
+def test_a_leader_whose_lease_was_taken_writes_and_sends_nothing(
+        app, admin, db_url, clock, queue_name, caplog):
+    admin.add("job", "proj.job", every(seconds=10))
+    old = scheduler_as(app, clock, "old")
+    assert old.leadership.role == "leader"
+    # The old leader is paused past its lease; another beat takes the lease meanwhile.
+    write(db_url, sa.update(Lock).where(Lock.name == "beatx:leader")
+          .values(owner="new", token=Lock.token + 1))
+    clock.advance(seconds=10)
+    with caplog.at_level(logging.WARNING, logger="celery_beatx"):
+        old.tick()  # its fenced record fails: nothing written, nothing sent
+    assert drain(queue_name) == [] and runs(db_url) == []
+    assert old.leadership.role == "standby"
+    assert "lost leadership" in caplog.text
+    old.close()
+
+
+def test_a_leader_past_its_local_deadline_stops_before_publishing(app, admin, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = scheduler_as(app, clock, "slow")
+    beat.leadership._valid_until = 0.0  # renewal is late (e.g. the process was stopped)
+    beat.leadership._next_lease = float("inf")  # and cannot happen right now
+    clock.advance(seconds=10)
+    beat.tick()
+    assert drain(queue_name) == []
+    beat.close()
+
+
+def test_with_ha_off_a_second_instance_is_warned_about_once(app, admin, clock, caplog):
+    a = scheduler_as(app, clock, "one", beatx_ha=False)
+    with caplog.at_level(logging.ERROR, logger="celery_beatx"):
+        b = scheduler_as(app, clock, "two", beatx_ha=False)
+        for _ in range(3):
+            b.leadership._next_heartbeat = float("-inf")
+            b.tick()
+    assert caplog.text.count("another beat instance 'one'") == 1
+    a.close()
+    b.close()
+
+
+def test_runs_of_a_live_instance_are_not_taken_over_with_ha_off(
+        app, admin, db_url, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    a = scheduler_as(app, clock, "one", beatx_ha=False)
+    scheduled = clock.now
+    write(db_url, sa.insert(Run).values(task_name="job", task_id=run_task_id("job", scheduled),
+                                        scheduled_at=scheduled, attempt=0, status="pending",
+                                        instance_id="one", created_at=scheduled))
+    b = scheduler_as(app, clock, "two", beatx_ha=False)
+    b.tick()
+    assert drain(queue_name) == []  # "one" is alive: its pending run is its own
+    a.close()  # once it stopped, "two" takes the run over
+    b._last_recover = float("-inf")
+    b.tick()
+    b.tick()
+    b.close()
+    assert [m["headers"]["id"] for m in drain(queue_name)] == [run_task_id("job", scheduled)]
+
+
+# -- the clock -----------------------------------------------------------------------------
+
+def test_a_wall_clock_jump_back_does_not_silence_tasks(app, admin, clock, queue_name, caplog):
+    admin.add("job", "proj.job", every(seconds=2))
+    beat = make(app, clock)
+    clock.advance(seconds=2)
+    beat.tick()
+    assert len(drain(queue_name)) == 1
+    with caplog.at_level(logging.WARNING, logger="celery_beatx"):
+        clock.advance(hours=-1)  # NTP (or a person) steps the clock back an hour
+        beat.tick()
+    assert "jumped back" in caplog.text
+    clock.advance(seconds=2)
+    beat.tick()
+    beat.close()
+    assert len(drain(queue_name)) == 1  # on schedule, not an hour later
+    assert admin.get("job").next_run_at <= clock.now + timedelta(seconds=2)
+
+
+def test_forward_a_day_and_back_resumes_on_schedule(app, admin, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=2))
+    beat = make(app, clock)
+    clock.advance(days=1)
+    beat.tick()  # one catch-up run for the day "missed"
+    assert len(drain(queue_name)) == 1
+    clock.advance(days=-1, seconds=2)
+    beat.tick()  # back: next runs are recomputed from the real time
+    clock.advance(seconds=2)
+    beat.tick()
+    beat.close()
+    assert len(drain(queue_name)) >= 1
+
