@@ -183,13 +183,15 @@ def _sample(items: Iterable[Any], n: int = 3) -> list[Any]:
 
 def delivery_problems(names: Sequence[str], first: dict[str, datetime],
                       runs: Sequence[RunRow], markers: Sequence[Marker],
-                      counts: dict[str, int], until: float, duplicate_bound: int
-                      ) -> list[str]:
+                      counts: dict[str, int], until: float, duplicate_bound: int,
+                      per_instance_bound: int | None = None) -> list[str]:
     """Everything that breaks issue 6's delivery promise (see the module docstring).
 
     ``until``: the wall-clock time up to which every task must have kept running (its last
     scheduled time at most 2 s before it); ``duplicate_bound``: how many extra executions
-    of an already executed task id are allowed in total.
+    of an already executed task id are allowed in total; ``per_instance_bound``: how many
+    of them the runs recorded by any one beat instance may have (one crash each, when
+    every crashed beat had an instance id of its own).
     """
     problems: list[str] = []
     wanted = set(names)
@@ -210,6 +212,16 @@ def delivery_problems(names: Sequence[str], first: dict[str, datetime],
         twice = [tid for tid, n in executed.items() if n > 1]
         problems.append(f"{extra} duplicate execution(s) of {len(twice)} task id(s), more "
                         f"than the bound {duplicate_bound}: {_sample(twice)}")
+    if per_instance_bound is not None:
+        recorder = {r.task_id: r.instance_id for r in runs}
+        per_instance: Counter[str | None] = Counter()
+        for tid, n in executed.items():
+            per_instance[recorder.get(tid)] += n - 1
+        over = {inst: n for inst, n in per_instance.items() if n > per_instance_bound}
+        if over:
+            problems.append(f"duplicate executions of the runs one beat recorded exceed the "
+                            f"in-flight bound {per_instance_bound} (instance: extra "
+                            f"executions): {dict(sorted(over.items(), key=str))}")
     # Occurrences executed under more than one task id.
     ids: dict[tuple[str | None, datetime | None], set[str]] = defaultdict(set)
     for marker in markers:
