@@ -13,6 +13,10 @@ database, queue and marker file (the brokers are shared with other test runs):
 ``E2E_SYNC_INTERVAL``  ``beatx_sync_interval`` (default 1)
 ``E2E_AUTO_MIGRATE``   ``beatx_auto_migrate`` (``0`` turns it off)
 ``E2E_HISTORY_KEEP``   ``beatx_history_keep`` (default 1000)
+``E2E_LEASE_SECONDS``  ``beatx_lease_seconds`` (default 5)
+``E2E_INSTANCE_ID``    ``beatx_instance_id`` (unset: celery-beatx's default, ``hostname:pid``)
+``E2E_HA``             ``beatx_ha`` (``1`` / ``0``; unset: celery-beatx's default)
+``E2E_MAX_IN_FLIGHT``  ``beatx_max_in_flight`` (unset: celery-beatx's default)
 """
 
 from __future__ import annotations
@@ -62,9 +66,17 @@ app.conf.update(
     beatx_sync_interval=float(os.environ.get("E2E_SYNC_INTERVAL", "1")),
     beatx_auto_migrate=os.environ.get("E2E_AUTO_MIGRATE", "1") != "0",
     beatx_history_keep=int(os.environ.get("E2E_HISTORY_KEEP", "1000")),
-    # The beats of these tests are alone on their database: no lease to wait for.
-    beatx_lease_seconds=5,
+    # A short lease: a beat restarted after a crash waits at most this long for the dead
+    # one's lease, and the fault tests see a takeover quickly.
+    beatx_lease_seconds=float(os.environ.get("E2E_LEASE_SECONDS", "5")),
 )
+# Left unset unless a test asks, so that celery-beatx's own defaults are what is tested.
+if os.environ.get("E2E_INSTANCE_ID"):
+    app.conf.beatx_instance_id = os.environ["E2E_INSTANCE_ID"]
+if os.environ.get("E2E_HA"):
+    app.conf.beatx_ha = os.environ["E2E_HA"] not in ("0", "false", "False", "no")
+if os.environ.get("E2E_MAX_IN_FLIGHT"):
+    app.conf.beatx_max_in_flight = int(os.environ["E2E_MAX_IN_FLIGHT"])
 
 if hasattr(celery_beatx, "track"):  # the worker-side run tracking hook, once it exists
     celery_beatx.track(app)

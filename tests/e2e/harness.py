@@ -112,15 +112,49 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit status."""
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit status.
+
+        A SIGSTOPped process is continued after the SIGTERM, so that it can act on it.
+        """
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGCONT)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(10)
         return self.popen.returncode
+
+    def kill9(self, timeout: float = 10.0) -> int:
+        """SIGKILL (a crash: nothing runs after it) and reap; returns the exit status."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        return self.popen.wait(timeout)
+
+    def sigstop(self) -> None:
+        """Freeze the process (SIGSTOP): it keeps its connections and locks but runs nothing."""
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def sigcont(self) -> None:
+        """Let a SIGSTOPped process run again."""
+        self.popen.send_signal(signal.SIGCONT)
+
+    def log_size(self) -> int:
+        """Bytes in the log so far: pass to :meth:`output_since` to read only what follows."""
+        try:
+            return self.log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def output_since(self, offset: int) -> str:
+        """The log from byte ``offset`` on."""
+        try:
+            with open(self.log, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def wait_exit(self, timeout: float) -> int:
         try:
@@ -134,9 +168,10 @@ class Proc:
         except FileNotFoundError:
             return ""
 
-    def wait_log(self, text: str, timeout: float) -> None:
+    def wait_log(self, text: str, timeout: float, since: int = 0) -> None:
+        """Wait until ``text`` is in the log (after byte ``since``); fail if it exits."""
         def seen() -> bool:
-            if text in self.output():
+            if text in self.output_since(since):
                 return True
             if not self.running():
                 raise AssertionError(
@@ -195,10 +230,17 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def start_worker(self, wait: bool = True, timeout: float = 30.0) -> Proc:
-        """A solo-pool worker consuming only this test's queue."""
+    def start_worker(self, wait: bool = True, timeout: float = 30.0, pool: str = "solo",
+                     concurrency: int | None = None) -> Proc:
+        """A worker consuming only this test's queue (solo pool unless told otherwise,
+        e.g. ``pool="prefork", concurrency=4``)."""
+        pool_args = [f"--pool={pool}"]
+        if concurrency is not None:
+            pool_args += ["-c", str(concurrency)]
+        index = sum(p.name.split("#")[0] == "worker" for p in self.procs) + 1
+        node = f"{self.queue}@%h" if index == 1 else f"{self.queue}-{index}@%h"
         proc = self._start("worker", [
-            "worker", "--pool=solo", "-Q", self.queue, "-n", f"{self.queue}@%h",
+            "worker", *pool_args, "-Q", self.queue, "-n", node,
             "--without-heartbeat", "--without-gossip", "--without-mingle",
             "--loglevel=INFO"], self.env())
         if wait:
@@ -206,8 +248,21 @@ class Cluster:
         return proc
 
     def start_beat(self, scheduler: str = "celery_beatx.Scheduler", wait: bool = True,
-                   timeout: float = 30.0, **env: str) -> Proc:
-        """``celery beat -S <scheduler>``; waits until it has loaded its tasks."""
+                   timeout: float = 30.0, instance_id: str | None = None,
+                   ha: bool | None = None, lease_seconds: float | None = None,
+                   max_in_flight: int | None = None, **env: str) -> Proc:
+        """``celery beat -S <scheduler>``; waits until it has loaded its tasks.
+
+        Several beats may run on the same database: give each its own ``instance_id``
+        (``beatx_instance_id``).  ``ha``, ``lease_seconds`` and ``max_in_flight`` set
+        ``beatx_ha``, ``beatx_lease_seconds`` and ``beatx_max_in_flight``; left out, the
+        app's defaults apply (see :mod:`e2eapp`).
+        """
+        knobs = {"E2E_INSTANCE_ID": instance_id,
+                 "E2E_HA": None if ha is None else ("1" if ha else "0"),
+                 "E2E_LEASE_SECONDS": None if lease_seconds is None else str(lease_seconds),
+                 "E2E_MAX_IN_FLIGHT": None if max_in_flight is None else str(max_in_flight)}
+        env = {**{k: v for k, v in knobs.items() if v is not None}, **env}
         proc = self._start("beat", [
             "beat", "-S", scheduler, "-s", str(self.workdir / "celerybeat-schedule"),
             "--pidfile=", "--loglevel=INFO"], self.env(**env))
