@@ -401,16 +401,23 @@ class Scheduler(beat.Scheduler):
         if self.broker.down:
             if not self.broker.ready() or not self._probe_broker():
                 return self._wait()
+        # A shutdown signal waits for the batch under way (record, publish, confirm: well
+        # under a second), so a clean stop leaves no run recorded and not sent.
         if dispatcher.unsent:
-            return 0.0 if dispatcher.drain_unsent() or dispatcher.unsent else self._wait()
+            with signals_deferred():
+                sent = dispatcher.drain_unsent()
+            return 0.0 if sent or dispatcher.unsent else self._wait()
         if time.monotonic() - self._last_recover >= RECOVER_EVERY:
             self._recover()
             if dispatcher.unsent:
                 return 0.0
         now = self.clock()
         due = self._heap_slots.pop_due(now.timestamp(), dispatcher.batch_size)
-        if due and dispatcher.dispatch(due, now):
-            return 0.0
+        if due:
+            with signals_deferred():
+                sent = dispatcher.dispatch(due, now)
+            if sent:
+                return 0.0
         return self._wait()
 
     def _wait(self) -> float:
