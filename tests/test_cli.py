@@ -20,7 +20,9 @@ def url(tmp_path) -> str:
 
 
 def test_migrate_add_list_show_next_disable_remove(url, tmp_path):
-    assert "-> 0001" in beatx(url, "migrate").stdout
+    from celery_beatx.migrate import head_revision
+
+    assert f"-> {head_revision()}" in beatx(url, "migrate").stdout
     out = beatx(url, "add", "hello", "proj.hello", "--every", "30", "--args", "[1]").stdout
     assert "added hello" in out
     beatx(url, "add", "nine", "proj.nine", "--cron", "0 9 * * 1-5", "--timezone",
