@@ -62,4 +62,5 @@ def truncate_all(url: str) -> None:
             conn.execute(table.delete())
         # as the migration leaves it
         conn.execute(sa.insert(Counter).values(name="revision", value=0))
+        conn.execute(sa.insert(Counter).values(name="runs", value=0))
     engine.dispose()

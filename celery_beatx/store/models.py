@@ -190,6 +190,9 @@ class Run(Base):
     #: Deliveries of this task id the worker saw after the first (duplicates, not run).
     duplicates: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    #: For a failed run: whether a retry was scheduled, the retries are used up, or there is
+    #: no retry policy (``None``: not decided yet).
+    retry_state: Mapped[str | None] = mapped_column(String(16))
 
 
 class Alert(Base):

@@ -90,6 +90,19 @@ class Repository:
         so that two admin writers never wait on each other in opposite orders)."""
         session.execute(select(Counter.value).where(Counter.name == REVISION).with_for_update())
 
+    def bump_counter(self, session: Session, name: str) -> int:
+        """Increment counter ``name`` (e.g. :data:`~celery_beatx.states.RUNS_COUNTER`)."""
+        session.execute(update(Counter).where(Counter.name == name)
+                        .values(value=Counter.value + 1), execution_options=NO_SYNC)
+        return int(session.execute(select(Counter.value).where(Counter.name == name))
+                   .scalar_one_or_none() or 0)
+
+    def counter(self, session: Session, name: str) -> int:
+        """The value of counter ``name`` (0 when it does not exist)."""
+        value = session.execute(select(Counter.value).where(Counter.name == name)
+                                ).scalar_one_or_none()
+        return int(value or 0)
+
     def current_revision(self, session: Session) -> int:
         """The newest revision handed out so far (0 when none)."""
         value = session.execute(
