@@ -19,6 +19,7 @@ from .errors import (
     TaskNotFound,
     VersionNotFound,
 )
+from .policies import RetryPolicy
 from .schedules import (
     BaseSchedule,
     Calendar,
@@ -65,6 +66,7 @@ __all__ = [
     "DependencyCycle",
     "InvalidSchedule",
     "LockNotHeld",
+    "RetryPolicy",
     "Schedule",
     "Scheduler",
     "SchemaOutOfDate",

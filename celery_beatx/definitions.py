@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidSchedule
+from .policies import RetryPolicy
 from .schedules import BaseSchedule, Calendar, calendar_filtered, from_celery, schedule_from_dict
 
 CATCHUP_MODES = ("skip", "once", "all")
@@ -163,7 +164,9 @@ def validate_fields(fields: Mapping[str, Any], timezone: str | None = None) -> d
             if value is not None and not isinstance(value, Calendar):
                 value = Calendar.from_dict(_as_dict(value, key) or {})
             out[key] = value.to_dict() if value is not None else None
-        elif key in ("retry", "alerts"):
+        elif key == "retry":
+            out[key] = None if value is None else RetryPolicy.coerce(value).to_dict()
+        elif key == "alerts":
             out[key] = _as_dict(value, key)
         elif key == "jitter":
             out[key] = _number(value, key)

@@ -9,9 +9,11 @@ arguments and is tested without a database.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from .schedules import BaseSchedule
 
@@ -130,3 +132,169 @@ def plan_due(schedule: BaseSchedule, scheduled: datetime, now: datetime, *, catc
                        tuple(skipped))
     return DuePlan(((scheduled, CATCHUP),), _following(schedule, None, now, True),
                    tuple(skipped))
+
+
+# -- retries -----------------------------------------------------------------------------
+
+RETRY_STRATEGIES = ("exponential", "fixed")
+#: Upper bounds that keep a retry policy meaningful (and its numbers storable).
+MAX_RETRIES = 1000
+MAX_RETRY_DELAY = 30 * 86400.0
+
+
+def _retry_number(data: Mapping[str, Any], key: str, default: float | None, *,
+                  minimum: float, strict: bool = False) -> float | None:
+    from .errors import InvalidSchedule
+
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value > MAX_RETRY_DELAY:
+        raise InvalidSchedule(f"retry.{key} {value!r} must be a number of seconds "
+                              f"<= {MAX_RETRY_DELAY:g}", f"retry.{key}")
+    if value < minimum or (strict and value <= minimum):
+        raise InvalidSchedule(f"retry.{key} {value!r} must be {'>' if strict else '>='} "
+                              f"{minimum:g}", f"retry.{key}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How beat re-sends a run that failed (reported by the worker hook) or whose publish
+    failed: up to ``max_retries`` more attempts, the n-th after ``delay`` seconds
+    (``strategy="fixed"``) or ``delay * factor ** (n - 1)`` (``"exponential"``), never more
+    than ``max_delay``.  Each attempt has its own deterministic task id and carries its
+    number in the ``beatx_run`` header.
+
+    :raises InvalidSchedule: an unknown key or a bad value, naming the field.
+    """
+
+    max_retries: int = 3
+    strategy: str = "exponential"
+    delay: float = 10.0
+    max_delay: float | None = 3600.0
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        # Validate through the dict form so that every way of building one is checked.
+        RetryPolicy.from_dict(self.to_dict())
+
+    def delay_for(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (1 is the first retry)."""
+        if self.strategy == "fixed":
+            seconds = self.delay
+        else:
+            seconds = self.delay * self.factor ** max(attempt - 1, 0)
+        return min(seconds, self.max_delay) if self.max_delay is not None else seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_retries": self.max_retries, "strategy": self.strategy,
+                "delay": self.delay, "max_delay": self.max_delay, "factor": self.factor}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetryPolicy:
+        """Build (and validate) a policy from its dict form; unknown keys are refused."""
+        from .errors import InvalidSchedule
+
+        if not isinstance(data, Mapping):
+            raise InvalidSchedule(f"retry {data!r} is not a RetryPolicy or a mapping", "retry")
+        unknown = sorted(set(data) - {"max_retries", "strategy", "delay", "max_delay",
+                                      "factor"})
+        if unknown:
+            raise InvalidSchedule(f"retry: unknown key {unknown[0]!r} (known: max_retries, "
+                                  "strategy, delay, max_delay, factor)", f"retry.{unknown[0]}")
+        retries = data.get("max_retries", 3)
+        if isinstance(retries, bool) or not isinstance(retries, int) \
+                or not 0 <= retries <= MAX_RETRIES:
+            raise InvalidSchedule(f"retry.max_retries {retries!r} must be an integer "
+                                  f"0-{MAX_RETRIES}", "retry.max_retries")
+        strategy = data.get("strategy", "exponential")
+        if strategy not in RETRY_STRATEGIES:
+            raise InvalidSchedule(f"retry.strategy {strategy!r} is not one of "
+                                  f"{RETRY_STRATEGIES}", "retry.strategy")
+        delay = _retry_number(data, "delay", 10.0, minimum=0.0)
+        max_delay = _retry_number(data, "max_delay", 3600.0, minimum=0.0, strict=True)
+        factor = _retry_number(data, "factor", 2.0, minimum=1.0)
+        assert delay is not None and factor is not None
+        if max_delay is not None and max_delay < delay:
+            raise InvalidSchedule(f"retry.max_delay {max_delay:g} is less than retry.delay "
+                                  f"{delay:g}", "retry.max_delay")
+        policy = object.__new__(cls)
+        for key, value in (("max_retries", retries), ("strategy", strategy), ("delay", delay),
+                           ("max_delay", max_delay), ("factor", factor)):
+            object.__setattr__(policy, key, value)
+        return policy
+
+    @classmethod
+    def coerce(cls, value: Any) -> RetryPolicy:
+        """A :class:`RetryPolicy` from one, or from its dict form."""
+        return value if isinstance(value, RetryPolicy) else cls.from_dict(value)
+
+
+def next_attempt(policy: RetryPolicy | None, attempt: int, failed_at: datetime
+                 ) -> tuple[int, datetime] | None:
+    """The retry after a failure of attempt ``attempt`` (0 is the first send): its number
+    and when it is due, or None when there is no policy or its retries are used up."""
+    if policy is None or attempt >= policy.max_retries:
+        return None
+    following = attempt + 1
+    return following, failed_at + timedelta(seconds=policy.delay_for(following))
+
+
+# -- gating: dependencies and overlap --------------------------------------------------------
+
+SEND, SKIP, BLOCK, BUFFER = "send", "skip", "block", "buffer"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """What a task's dependency has done: its latest finished run's status and end."""
+
+    status: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The verdict on a due occurrence: ``send``, ``skip`` (recorded with ``reason``),
+    ``block`` (wait: a dependency has not succeeded yet) or ``buffer`` (send when the
+    running run finishes)."""
+
+    action: str
+    reason: str = ""
+
+
+def gate(*, scheduled: datetime, following: datetime | None, now: datetime,
+         depends_on: Sequence[str] = (), upstream: Mapping[str, Upstream] | None = None,
+         previous_sent_at: datetime | None = None, overlap: str = "allow", running: int = 0,
+         buffered: bool = False) -> Gate:
+    """Whether the due occurrence ``scheduled`` of a task may be sent now.
+
+    Dependencies first: it is sent only if each dependency's latest finished run succeeded
+    after this task's previous run was sent (any time, if it never ran); otherwise it waits
+    (``block``) until that holds, or until one period has passed (``following`` is due),
+    when the occurrence is skipped.  Then overlap: ``skip`` does not send while a run of the
+    task is still running; ``buffer_one`` keeps one occurrence to send when it finishes.
+    """
+    upstream = upstream or {}
+    waiting = []
+    for name in depends_on:
+        state = upstream.get(name, Upstream())
+        if state.status != "succeeded" or state.finished_at is None or (
+                previous_sent_at is not None and state.finished_at <= previous_sent_at):
+            waiting.append(name)
+    if waiting:
+        what = ", ".join(repr(n) for n in waiting)
+        if following is not None and following <= now:
+            return Gate(SKIP, f"dependency {what} did not succeed within one period")
+        return Gate(BLOCK, f"waiting for dependency {what} to succeed")
+    if running and overlap == "skip":
+        return Gate(SKIP, "overlap='skip': the previous run has not finished")
+    if running and overlap == "buffer_one":
+        if buffered:
+            return Gate(SKIP, "overlap='buffer_one': a run is already waiting")
+        return Gate(BUFFER, "overlap='buffer_one': sent when the previous run finishes")
+    return Gate(SEND)

@@ -29,6 +29,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from .admin import BeatAdmin
 from .beat.dispatch import BROKER_DOWN, DROPPED, FAILED, SENT, Dispatcher, Send, run_task_id
 from .beat.feed import Feed, fire_at
+from .beat.followups import Followups
 from .beat.heap import SlotHeap
 from .beat.lease import SINGLE, Leadership
 from .beat.outage import Outage, cause
@@ -205,6 +206,8 @@ class Scheduler(beat.Scheduler):
         self._outcome: Any = _MISSING
         self._last_poll = float("-inf")
         self._last_recover = float("-inf")
+        self._last_followup = float("-inf")
+        self._runs_seen = 0
         self._wall_mono: tuple[float, float] | None = None
         self.engine: Any = None
         self.repo: Repository | None = None
@@ -214,6 +217,7 @@ class Scheduler(beat.Scheduler):
         self.leadership: Leadership | None = None
         self.feed: Feed | None = None
         self.dispatcher: Dispatcher | None = None
+        self.followups: Followups | None = None
         super().__init__(app, *args, lazy=lazy, **kwargs)
         # Beat must wake at least every sync interval to read changes and renew its lease.
         self.max_interval = min(self.max_interval, self.beatx.sync_interval)
@@ -247,6 +251,9 @@ class Scheduler(beat.Scheduler):
             grace=max(5.0, 2 * self.beatx.sync_interval),
             starting_deadline=float(deadline) if deadline is not None else None,
             history_keep=self.beatx.history_keep, closing=lambda: self._closing)
+        self.followups = Followups(
+            self.repo, self.leadership, queue=self.dispatcher.unsent.append, db=self.db,
+            logger=logger, instance_id=self.beatx.instance_id, clock=self.clock)
         self.leadership.maintain()
 
     def _wait_for_schema(self) -> None:
@@ -336,11 +343,16 @@ class Scheduler(beat.Scheduler):
             return
         self._needs_load = False
         self._last_poll = time.monotonic()
+        self._runs_seen = self.feed.runs_counter
+        if self.followups is not None:
+            self.followups.reset()
         self._recover()
 
     def _on_loss(self) -> None:
         assert self.dispatcher is not None
         self.dispatcher.drop()
+        if self.followups is not None:
+            self.followups.reset()
 
     _needs_load = False
 
@@ -401,17 +413,25 @@ class Scheduler(beat.Scheduler):
         if self.broker.down:
             if not self.broker.ready() or not self._probe_broker():
                 return self._wait()
+        assert self.feed is not None and self.followups is not None
+        if time.monotonic() - self._last_recover >= RECOVER_EVERY or \
+                self.feed.runs_counter != self._runs_seen:
+            # Periodically, and at once when runs were queued outside beat (run_now,
+            # backfill): send pending runs nobody else holds.
+            self._runs_seen = self.feed.runs_counter
+            self._recover()
+        now = self.clock()
+        if time.monotonic() - self._last_followup >= interval or \
+                self.followups.retry_due(now):
+            self._last_followup = time.monotonic()
+            with signals_deferred():
+                self.followups.run(now)
         # A shutdown signal waits for the batch under way (record, publish, confirm: well
         # under a second), so a clean stop leaves no run recorded and not sent.
         if dispatcher.unsent:
             with signals_deferred():
                 sent = dispatcher.drain_unsent()
             return 0.0 if sent or dispatcher.unsent else self._wait()
-        if time.monotonic() - self._last_recover >= RECOVER_EVERY:
-            self._recover()
-            if dispatcher.unsent:
-                return 0.0
-        now = self.clock()
         due = self._heap_slots.pop_due(now.timestamp(), dispatcher.batch_size)
         if due:
             with signals_deferred():
@@ -436,6 +456,9 @@ class Scheduler(beat.Scheduler):
             nxt = self._heap_slots.next_fire()
             if nxt is not None:
                 waits.append(nxt - self.clock().timestamp())
+            retry = self.followups.next_retry_at if self.followups is not None else None
+            if retry is not None:
+                waits.append((retry - self.clock()).total_seconds())
         return max(min(waits), 0.0)
 
     def _check_clock(self) -> None:

@@ -32,13 +32,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..policies import SCHEDULED, DuePlan, Skipped, plan_due
+from ..policies import (
+    BLOCK,
+    BUFFER,
+    SCHEDULED,
+    SKIP,
+    DuePlan,
+    Gate,
+    Skipped,
+    Upstream,
+    gate,
+    plan_due,
+)
 from ..schedules import BaseSchedule
+from ..states import BLOCKED, BUFFERED, PENDING, SKIPPED
 from ..store.repository import Repository
 from ..store.rows import checked_definition, snapshot
 from .feed import Feed, fire_at
 from .heap import Slot, SlotHeap
-from .lease import LEADER_LOCK, Leadership
+from .lease import Fenced, Leadership
 from .outage import Outage
 
 UTC = timezone.utc
@@ -46,18 +58,14 @@ RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
 
 #: Outcomes of one publish.
 SENT, BROKER_DOWN, FAILED, DROPPED = "sent", "broker", "failed", "dropped"
-#: Statuses a run can have before its outcome is known to beat.
-PENDING = "pending"
+#: How often an occurrence blocked by a dependency is checked again (at most).
+RECHECK = 1.0
 
 
 def run_task_id(name: str, scheduled_at: datetime, attempt: int = 0) -> str:
     """Deterministic Celery task id of one occurrence, so duplicates are detectable."""
     key = f"{name}\x00{scheduled_at.astimezone(UTC).isoformat()}\x00{attempt}"
     return str(uuid.uuid5(RUN_NAMESPACE, key))
-
-
-class Fenced(Exception):
-    """A fenced write found that this beat no longer holds the leader lease."""
 
 
 @dataclass
@@ -79,6 +87,7 @@ class _Decision:
     plan: DuePlan
     broken: str | None = None
     added: int = 0
+    gate: Gate | None = None
 
 
 @dataclass
@@ -237,15 +246,14 @@ class Dispatcher:
         handled: set[str] = set()
         try:
             with self.repo.transaction() as session:
-                if leadership.ha and (token is None or not self.repo.fence(
-                        session, LEADER_LOCK, self.instance_id, token)):
-                    raise Fenced()
+                leadership.check_fence(session)
                 rows = {r.name: r for r in self.repo.get_tasks(session, [s.name for s in slots])}
                 for slot in slots:
                     handled.add(slot.name)
                     row = rows.get(slot.name)
-                    if row is None or row.enabled is not True and row.enabled != 1:
-                        self.heap.remove(slot.name)  # removed or disabled since we loaded it
+                    if row is None or row.enabled is not True and row.enabled != 1 \
+                            or row.paused_at is not None:
+                        self.heap.remove(slot.name)  # removed, disabled or paused meanwhile
                         continue
                     if row.revision != slot.revision:
                         # Changed since we loaded it: follow the new definition (due now or
@@ -261,6 +269,7 @@ class Dispatcher:
                             continue
                     definitions[slot.name] = entry if entry is not None else snapshot(row)
                     decisions.append(self._decide(slot, now, plans.get(slot.name)))
+                self._gate(session, decisions, now)
                 ids = [run_task_id(d.slot.name, when, 0) for d in decisions
                        for when, _ in d.plan.sends]
                 ids += [run_task_id(d.slot.name, s.scheduled_at, 0) for d in decisions
@@ -268,33 +277,12 @@ class Dispatcher:
                 status = self.repo.run_statuses(session, ids)
                 runs: list[dict[str, Any]] = []
                 for decision in decisions:
-                    name = decision.slot.name
-                    for when, kind in decision.plan.sends:
-                        task_id = run_task_id(name, when, 0)
-                        known = status.get(task_id)
-                        if known is not None and known != PENDING:
-                            continue  # sent before (by a crashed beat or an earlier leader)
-                        if known is None:
-                            runs.append(self._run_row(name, task_id, when, kind, PENDING, now,
-                                                      token))
-                            inserted.append(task_id)
-                            decision.added += 1
-                            status[task_id] = PENDING
-                        sends.append(Send(task_id, name, when, 0, kind,
-                                          finishes=decision.plan.following is None
-                                          and decision.broken is None))
-                    for skip in decision.plan.skipped:
-                        task_id = run_task_id(name, skip.scheduled_at, 0)
-                        if task_id not in status:
-                            runs.append(self._run_row(name, task_id, skip.scheduled_at,
-                                                      "skipped", "skipped", now, token,
-                                                      reason=_skip_reason(skip)))
-                            inserted.append(task_id)
-                            status[task_id] = "skipped"
+                    self._runs_of(decision, status, now, token, runs, inserted, sends, session)
                 self.repo.add_runs(session, runs)
                 self.repo.save_states(session, [
                     (d.slot.name, d.slot.revision, now if d.added else None, d.added,
-                     d.plan.following) for d in decisions])
+                     d.plan.following) for d in decisions
+                    if d.gate is None or d.gate.action != BLOCK])
         except (Fenced, _Unknown):
             raise
         except Exception as exc:
@@ -311,12 +299,99 @@ class Dispatcher:
             self.feed.save_marks(marks)
         return _Batch(decisions, sends, inserted, definitions, now)
 
+    def _runs_of(self, decision: _Decision, status: dict[str, str], now: datetime,
+                 token: int | None, runs: list[dict[str, Any]], inserted: list[str],
+                 sends: list[Send], session: Any) -> None:
+        """The run rows and sends of one decision (statuses already known in ``status``)."""
+        name = decision.slot.name
+        verdict = decision.gate
+        action = verdict.action if verdict is not None else "send"
+        for when, kind in decision.plan.sends:
+            task_id = run_task_id(name, when, 0)
+            known = status.get(task_id)
+            if known not in (None, PENDING, BLOCKED):
+                continue  # sent before (by a crashed beat or an earlier leader)
+            if action in (SKIP, BLOCK, BUFFER):
+                new = {SKIP: SKIPPED, BLOCK: BLOCKED, BUFFER: BUFFERED}[action]
+                reason = verdict.reason if verdict is not None else None
+                if known is None:
+                    runs.append(self._run_row(name, task_id, when, kind, new, now, token,
+                                              reason=reason))
+                    inserted.append(task_id)
+                    status[task_id] = new
+                elif known == BLOCKED and new != BLOCKED:
+                    self.repo.set_status(session, [task_id], old=[BLOCKED], new=new,
+                                         reason=reason)
+                if action == BUFFER:
+                    decision.added += 1  # it will be sent when the running run finishes
+                continue
+            if known is None:
+                runs.append(self._run_row(name, task_id, when, kind, PENDING, now, token))
+                inserted.append(task_id)
+                status[task_id] = PENDING
+                decision.added += 1
+            elif known == BLOCKED:
+                self.repo.set_status(session, [task_id], old=[BLOCKED], new=PENDING)
+                decision.added += 1
+            sends.append(Send(task_id, name, when, 0, kind,
+                              finishes=decision.plan.following is None
+                              and decision.broken is None))
+        for skip in decision.plan.skipped:
+            task_id = run_task_id(name, skip.scheduled_at, 0)
+            if task_id not in status:
+                runs.append(self._run_row(name, task_id, skip.scheduled_at, "skipped",
+                                          SKIPPED, now, token, reason=_skip_reason(skip)))
+                inserted.append(task_id)
+                status[task_id] = SKIPPED
+
+    def _gate(self, session: Any, decisions: list[_Decision], now: datetime) -> None:
+        """Judge decisions of tasks with dependencies or an overlap rule (run states read
+        in the record transaction, the verdict from :func:`celery_beatx.policies.gate`)."""
+        gated = [d for d in decisions if d.plan.sends and d.slot.policy is not None
+                 and d.slot.policy.gated]
+        if not gated:
+            return
+        names = [d.slot.name for d in gated]
+        upstream_names = sorted({u for d in gated for u in d.slot.policy.depends_on})
+        overlapping = [d.slot.name for d in gated if d.slot.policy.overlap != "allow"]
+        running = self.repo.running_counts(session, overlapping) if overlapping else {}
+        buffered = self.repo.names_with_status(session, overlapping, BUFFERED) \
+            if overlapping else set()
+        previous = self.repo.last_sent_at(session, names) if upstream_names else {}
+        finished = self.repo.latest_finished(session, upstream_names) if upstream_names \
+            else {}
+        upstream = {n: Upstream(*finished[n]) for n in finished}
+        for decision in gated:
+            slot, policy = decision.slot, decision.slot.policy
+            first = decision.plan.sends[0][0]
+            decision.gate = gate(
+                scheduled=first, following=decision.plan.following, now=now,
+                depends_on=policy.depends_on, upstream=upstream,
+                previous_sent_at=previous.get(slot.name), overlap=policy.overlap,
+                running=running.get(slot.name, 0), buffered=slot.name in buffered)
+            if decision.gate.action == BLOCK:
+                slot.blocked = first
+            else:
+                slot.blocked = None
+
     def _decide(self, slot: Slot, now: datetime, given: DuePlan | None) -> _Decision:
         if given is not None:
             return _Decision(slot, given)
         assert slot.next_at is not None and slot.schedule is not None
-        catchup, limit, jitter = slot.policy or ("once", 100, 0.0)
+        policy = slot.policy
+        catchup = policy.catchup if policy else "once"
+        limit = policy.catchup_limit if policy else 100
+        jitter = policy.jitter if policy else 0.0
         schedule: BaseSchedule = slot.schedule
+        if slot.blocked is not None and slot.blocked == slot.next_at:
+            # Checked again while it waits for a dependency: the wait is not downtime, so
+            # no catch-up; it expires when the next occurrence is due (see policies.gate).
+            try:
+                following = schedule.next_after(slot.next_at, slot.next_at)
+            except Exception as exc:
+                return _Decision(slot, DuePlan(((slot.next_at, SCHEDULED),), None),
+                                 broken=f"{type(exc).__name__}: {exc}")
+            return _Decision(slot, DuePlan(((slot.next_at, SCHEDULED),), following))
         try:
             plan = plan_due(schedule, slot.next_at, now, catchup=catchup, catchup_limit=limit,
                             grace=self.grace, starting_deadline=self._deadline_for(schedule),
@@ -345,6 +420,10 @@ class Dispatcher:
         """Apply a committed record to the slots, then publish and confirm its sends."""
         for decision in batch.decisions:
             slot, plan = decision.slot, decision.plan
+            if decision.gate is not None and decision.gate.action == BLOCK:
+                slot.fire_at = batch.now.timestamp() + RECHECK
+                self.heap.push(slot)
+                continue
             if decision.added:
                 slot.last_run_at = batch.now
                 slot.runs += decision.added
@@ -448,9 +527,7 @@ class Dispatcher:
         now = self.clock()
         try:
             with self.repo.transaction() as session:
-                if leadership.ha and (leadership.token is None or not self.repo.fence(
-                        session, LEADER_LOCK, self.instance_id, leadership.token)):
-                    raise Fenced()
+                leadership.check_fence(session)
                 if marks.sent:
                     self.repo.mark_runs(session, marks.sent, status="sent", at=now)
                 for task_id, error in marks.failed:

@@ -11,40 +11,66 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..alerts import Alert, AlertCooldown, dispatch
-from ..definitions import CATCHUP_MODES, effective_schedule
+from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
 from ..policies import jitter_offset
+from ..states import RUNS_COUNTER
 from ..store.repository import Repository
 from ..store.rows import load_schedule
 from .heap import Slot, SlotHeap, ts
 
-#: ``(catchup, catchup_limit, jitter)`` of a task with the default policy.
-DEFAULT_POLICY = ("once", 100, 0.0)
+
+@dataclass(frozen=True)
+class SlotPolicy:
+    """The send-time policy fields of a task (held by its slot; shared between tasks with
+    the same values)."""
+
+    catchup: str = "once"
+    catchup_limit: int = 100
+    jitter: float = 0.0
+    overlap: str = "allow"
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def gated(self) -> bool:
+        """Whether sending needs run states (dependencies or an overlap rule)."""
+        return bool(self.depends_on) or self.overlap != "allow"
 
 
-def policy_of(row: Any) -> tuple[str, int, float] | None:
-    """The send-time policy fields of a row (``None`` for the defaults), or raise
-    ``ValueError`` naming a field that has the wrong shape."""
+DEFAULT_POLICY = SlotPolicy()
+_POLICIES: dict[SlotPolicy, SlotPolicy] = {}
+
+
+def policy_of(row: Any) -> SlotPolicy | None:
+    """The send-time policy of a row (``None`` for the defaults), or raise ``ValueError``
+    naming a field that has the wrong shape."""
     catchup, limit, jitter = row.catchup, row.catchup_limit, row.jitter
+    overlap, depends_on = row.overlap, row.depends_on
     if catchup not in CATCHUP_MODES:
         raise ValueError(f"catchup: stored value {catchup!r:.40} is not one of {CATCHUP_MODES}")
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ValueError(f"catchup_limit: stored value {limit!r:.40} is not an integer >= 1")
     if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or jitter < 0:
         raise ValueError(f"jitter: stored value {jitter!r:.40} is not a number >= 0")
-    policy = (catchup, limit, float(jitter))
-    return None if policy == DEFAULT_POLICY else policy
+    if overlap not in OVERLAP_MODES:
+        raise ValueError(f"overlap: stored value {overlap!r:.40} is not one of {OVERLAP_MODES}")
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+        raise ValueError(f"depends_on: stored value {depends_on!r:.40} is not a list of names")
+    policy = SlotPolicy(catchup, limit, float(jitter), overlap, tuple(depends_on))
+    if policy == DEFAULT_POLICY:
+        return None
+    return _POLICIES.setdefault(policy, policy)
 
 
-def fire_at(name: str, next_at: datetime | None, policy: tuple[str, int, float] | None
-            ) -> float | None:
+def fire_at(name: str, next_at: datetime | None, policy: SlotPolicy | None) -> float | None:
     """When the occurrence ``next_at`` is sent: plus its jitter, if the task has one."""
     if next_at is None:
         return None
-    jitter = policy[2] if policy else 0.0
+    jitter = policy.jitter if policy else 0.0
     return ts(next_at) + jitter_offset(name, next_at, jitter)
 
 
@@ -61,6 +87,8 @@ class Feed:
         #: Returns the in-memory Celery entry of a task driven by its own schedule object.
         self.memory_entry = memory_entry or (lambda _name: None)
         self.revision = 0
+        #: The ``runs`` counter as last read: it moves when runs are queued outside beat.
+        self.runs_counter = 0
         self._cooldown = AlertCooldown()
 
     # -- building slots --------------------------------------------------------------------
@@ -117,8 +145,9 @@ class Feed:
             # Read the revision first: a change committed while we load is seen again by
             # the next poll rather than missed.
             revision = self.repo.current_revision(session)
+            self.runs_counter = self.repo.counter(session, RUNS_COUNTER)
             rows = self.repo.list_tasks(session, enabled=True)
-            slots = [self.slot_for(row, marks) for row in rows]
+            slots = [self.slot_for(row, marks) for row in rows if row.paused_at is None]
         self.heap.clear()
         for slot in slots:
             if slot is not None:
@@ -133,6 +162,7 @@ class Feed:
         marks: dict[str, str | None] = {}
         with self.repo.transaction(readonly=True) as session:
             changed, removed, upto = self.repo.changes_since(session, self.revision)
+            self.runs_counter = self.repo.counter(session, RUNS_COUNTER)
             for row in changed:
                 self.apply_row(row, marks)
             for stone in removed:
@@ -145,8 +175,13 @@ class Feed:
         return len(changed) + len(removed)
 
     def apply_row(self, row: Any, marks: dict[str, str | None]) -> Slot | None:
-        """Bring the slot of ``row`` up to date (drop it when disabled or unusable)."""
-        slot = self.slot_for(row, marks) if row.enabled is True or row.enabled == 1 else None
+        """Bring the slot of ``row`` up to date (drop it when disabled, paused or unusable).
+
+        A paused task keeps its next run time in the database, so that when it is resumed
+        the occurrences it missed go to its catch-up policy.
+        """
+        schedulable = (row.enabled is True or row.enabled == 1) and row.paused_at is None
+        slot = self.slot_for(row, marks) if schedulable else None
         if slot is None:
             self.heap.remove(row.name)
         else:

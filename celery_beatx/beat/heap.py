@@ -32,10 +32,11 @@ class Slot:
     ``next_at`` is the scheduled time of the next occurrence (its deterministic id derives
     from it); ``fire_at`` is when it is sent (``next_at`` plus its jitter).  ``entry`` is set
     for tasks driven in memory by a Celery schedule object of their own (``is_due()``).
+    ``policy`` is a :class:`~celery_beatx.beat.feed.SlotPolicy` (``None``: the defaults).
     """
 
     __slots__ = ("name", "revision", "schedule", "next_at", "fire_at", "last_run_at",
-                 "runs", "policy", "entry")
+                 "runs", "policy", "entry", "blocked")
 
     def __init__(self, name: str, revision: int, schedule: Any, next_at: datetime | None,
                  last_run_at: datetime | None, runs: int, policy: Any = None,
@@ -50,6 +51,8 @@ class Slot:
         self.runs = runs
         self.policy = policy
         self.entry = entry
+        #: The occurrence waiting for a dependency (re-checked until it may go or expires).
+        self.blocked: datetime | None = None
 
     def __repr__(self) -> str:
         return f"Slot({self.name!r}, next={self.next_at}, fire={self.fire_at})"

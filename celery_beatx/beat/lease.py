@@ -18,12 +18,18 @@ import os
 import time
 from collections.abc import Callable
 
+from sqlalchemy.orm import Session
+
 from ..store import locks
 from ..store.repository import Repository
 from .outage import Outage
 
 LEADER_LOCK = "beatx:leader"
 LEADER, STANDBY, SINGLE = "leader", "standby", "single"
+
+
+class Fenced(Exception):
+    """A fenced write found that this beat no longer holds the leader lease."""
 
 
 class Leadership:
@@ -124,6 +130,16 @@ class Leadership:
         self._next_lease = self.mono()
         self.logger.warning("beat: lost leadership (%s); sending stops", why)
         self.on_loss()
+
+    def check_fence(self, session: Session) -> None:
+        """Inside a write transaction: raise :class:`Fenced` unless this beat still holds the
+        lease with its token (without HA, nothing to check).  The lease row stays locked
+        until the transaction ends, so the writes that follow are the holder's."""
+        if not self.ha:
+            return
+        if self.token is None or not self.repo.fence(session, LEADER_LOCK, self.instance_id,
+                                                     self.token):
+            raise Fenced()
 
     def lost_fence(self) -> None:
         """A fenced write found the lease gone: stop at once."""

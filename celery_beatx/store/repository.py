@@ -466,3 +466,107 @@ class Repository:
         """Runs recorded but not known to be sent, oldest first."""
         return list(session.scalars(
             select(Run).where(Run.status == "pending").order_by(Run.id)))
+
+    # -- run states for policies (overlap, dependencies, retries, buffered runs) ----------
+
+    def running_counts(self, session: Session, names: Sequence[str]) -> dict[str, int]:
+        """How many runs of each task are still on their way or executing."""
+        from ..states import RUNNING
+
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(names)):
+            for name, count in session.execute(
+                    select(Run.task_name, func.count()).where(
+                        Run.task_name.in_(chunk), Run.status.in_(RUNNING))
+                    .group_by(Run.task_name)):
+                found[name] = int(count)
+        return found
+
+    def names_with_status(self, session: Session, names: Sequence[str], status: str
+                          ) -> set[str]:
+        """Which of ``names`` have a run in ``status``."""
+        found: set[str] = set()
+        for chunk in _chunks(list(names)):
+            found.update(session.scalars(select(Run.task_name).where(
+                Run.task_name.in_(chunk), Run.status == status).distinct()))
+        return found
+
+    def last_sent_at(self, session: Session, names: Sequence[str]) -> dict[str, datetime]:
+        """When each task's most recent run was published."""
+        found: dict[str, datetime] = {}
+        for chunk in _chunks(list(names)):
+            for name, at in session.execute(
+                    select(Run.task_name, func.max(Run.sent_at)).where(
+                        Run.task_name.in_(chunk), Run.sent_at.is_not(None))
+                    .group_by(Run.task_name)):
+                if at is not None:
+                    found[name] = at
+        return found
+
+    def latest_finished(self, session: Session, names: Sequence[str]
+                        ) -> dict[str, tuple[str, datetime]]:
+        """Each task's latest finished run: ``(status, finished_at)``."""
+        found: dict[str, tuple[str, datetime]] = {}
+        for chunk in _chunks(list(names)):
+            latest = (select(Run.task_name.label("n"), func.max(Run.finished_at).label("m"))
+                      .where(Run.task_name.in_(chunk), Run.finished_at.is_not(None))
+                      .group_by(Run.task_name).subquery())
+            for name, status, at in session.execute(
+                    select(Run.task_name, Run.status, Run.finished_at).join(
+                        latest, (Run.task_name == latest.c.n) & (Run.finished_at == latest.c.m))
+                    .order_by(Run.id)):
+                found[name] = (status, at)
+        return found
+
+    def set_status(self, session: Session, task_ids: Sequence[str], *, old: Sequence[str],
+                   new: str, reason: str | None = None) -> int:
+        """Move runs from one of the ``old`` statuses to ``new``; returns how many moved."""
+        values: dict[str, Any] = {"status": new}
+        if reason is not None:
+            values["reason"] = reason
+        moved = 0
+        for chunk in _chunks(list(task_ids)):
+            result = session.execute(update(Run).where(Run.task_id.in_(chunk),
+                                                       Run.status.in_(list(old)))
+                                     .values(**values), execution_options=NO_SYNC)
+            moved += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return moved
+
+    def undecided_failures(self, session: Session, limit: int = 500) -> list[Run]:
+        """Failed runs (or failed publishes) whose retry has not been decided yet."""
+        from ..states import RETRYABLE
+
+        return list(session.scalars(
+            select(Run).where(Run.status.in_(RETRYABLE), Run.retry_state.is_(None))
+            .order_by(Run.id).limit(limit)))
+
+    def set_retry_state(self, session: Session, task_id: str, state: str) -> None:
+        session.execute(update(Run).where(Run.task_id == task_id).values(retry_state=state),
+                        execution_options=NO_SYNC)
+
+    def due_waiting(self, session: Session, now: datetime, limit: int = 500) -> list[Run]:
+        """Retries whose delay has passed."""
+        from ..states import WAITING
+
+        return list(session.scalars(
+            select(Run).where(Run.status == WAITING, Run.retry_at <= now)
+            .order_by(Run.retry_at, Run.id).limit(limit)))
+
+    def next_waiting_at(self, session: Session) -> datetime | None:
+        """When the earliest waiting retry is due."""
+        from ..states import WAITING
+
+        return session.execute(select(func.min(Run.retry_at)).where(Run.status == WAITING)
+                               ).scalar_one_or_none()
+
+    def releasable_buffered(self, session: Session, limit: int = 500) -> list[Run]:
+        """Buffered runs (``overlap="buffer_one"``) whose task has nothing running now."""
+        from sqlalchemy.orm import aliased
+
+        from ..states import BUFFERED, RUNNING
+
+        other = aliased(Run)
+        busy = select(other.id).where(other.task_name == Run.task_name,
+                                      other.status.in_(RUNNING)).exists()
+        return list(session.scalars(
+            select(Run).where(Run.status == BUFFERED, ~busy).order_by(Run.id).limit(limit)))
