@@ -18,6 +18,7 @@ from .errors import (
     TaskExists,
     TaskNotFound,
     VersionNotFound,
+    WriteConflict,
 )
 from .schedules import (
     BaseSchedule,
@@ -72,6 +73,7 @@ __all__ = [
     "TaskInfo",
     "TaskNotFound",
     "VersionNotFound",
+    "WriteConflict",
     "cron",
     "crontab",
     "every",
