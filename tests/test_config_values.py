@@ -92,3 +92,35 @@ def test_beat_schedule_entry_with_a_bad_value_is_skipped_others_are_synced(app, 
     assert [t.name for t in admin.list()] == ["good"]
     assert "'bad' is invalid and skipped" in caplog.text and "headers" in caplog.text
     admin.engine.dispose()
+
+
+def test_every_accepted_send_option_is_sent_by_celery(app, db_url, clock, queue_name):
+    """The options allowed at write time are ones Celery's send path takes: a send with
+    all of them at once reaches the queue."""
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("opts", "proj.opts", every(seconds=10), queue=queue_name, headers={"h": 1},
+              options={"countdown": 0, "retry": True, "exchange": queue_name,
+                       "exchange_type": "direct", "routing_key": queue_name,
+                       "retry_policy": {"max_retries": 1, "interval_start": 0,
+                                        "interval_step": 0.1, "interval_max": 0.2},
+                       "serializer": "json", "compression": "zlib",
+                       "delivery_mode": "persistent", "time_limit": 60,
+                       "soft_time_limit": 50, "shadow": "nightly", "ignore_result": True,
+                       "link": {"task": "proj.next", "args": [1], "kwargs": {},
+                                "options": {}, "subtask_type": None, "immutable": False},
+                       "link_error": [{"task": "proj.failed", "args": [], "kwargs": {},
+                                       "options": {}, "subtask_type": None,
+                                       "immutable": False}],
+                       "reply_to": "replies", "mandatory": False, "timeout": 5,
+                       "confirm_timeout": 5, "MessageGroupId": "g"})
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    msgs = drain(queue_name)
+    assert [m["headers"]["task"] for m in msgs] == ["proj.opts"]
+    headers = msgs[0]["headers"]
+    assert headers["shadow"] == "nightly" and headers["timelimit"] == [60, 50]
+    assert headers["ignore_result"] is True and headers["h"] == 1
+    assert msgs[0]["properties"]["reply_to"] == "replies"
+    beat.close()
+    admin.engine.dispose()
