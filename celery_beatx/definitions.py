@@ -33,8 +33,7 @@ from .values import (
 
 __all__ = ["CATCHUP_MODES", "DEFAULTS", "DEFINITION_FIELDS", "MAX_SECONDS", "OVERLAP_MODES",
            "TaskInfo", "UPDATABLE_FIELDS", "check_source", "coerce_schedule",
-           "config_entry_fields",
-           "effective_schedule", "validate_fields"]
+           "config_entry_fields", "effective_schedule", "validate_fields"]
 
 logger = logging.getLogger("celery_beatx.definitions")
 
