@@ -18,6 +18,7 @@ from .errors import (
     TaskExists,
     TaskNotFound,
     VersionNotFound,
+    WriteConflict,
 )
 from .policies import RetryPolicy
 from .schedules import (
@@ -74,6 +75,7 @@ __all__ = [
     "TaskInfo",
     "TaskNotFound",
     "VersionNotFound",
+    "WriteConflict",
     "cron",
     "crontab",
     "every",

@@ -1,27 +1,47 @@
 """Task definitions: validation of admin input and the :class:`TaskInfo` view of a task.
 
 Pure: no database, no Celery.  Everything here raises :class:`InvalidSchedule` naming the
-field and the value, before anything is written.
+field and the value, before anything is written.  How each value is checked and stored is
+in :mod:`celery_beatx.values`.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from .errors import InvalidSchedule
-from .policies import RetryPolicy
+from .policies import MAX_CATCHUP, RetryPolicy
 from .schedules import BaseSchedule, Calendar, calendar_filtered, from_celery, schedule_from_dict
+from .values import (
+    DESCRIPTION_MAX,
+    JITTER_MAX,
+    MAX_SECONDS,
+    check_expires,
+    check_headers,
+    check_options,
+    encode_arguments,
+    expires_tag,
+    number,
+    plain_json,
+    queue_routing,
+    to_stored,
+)
+
+__all__ = ["CATCHUP_MODES", "DEFAULTS", "DEFINITION_FIELDS", "MAX_SECONDS", "OVERLAP_MODES",
+           "TaskInfo", "UPDATABLE_FIELDS", "check_source", "coerce_schedule",
+           "config_entry_fields", "effective_schedule", "validate_fields"]
+
+logger = logging.getLogger("celery_beatx.definitions")
 
 CATCHUP_MODES = ("skip", "once", "all")
 OVERLAP_MODES = ("allow", "skip", "buffer_one")
 NAME_MAX = 200
-#: Upper bound for seconds fields (``expires``, ``jitter``): ten years.
-MAX_SECONDS = 10 * 365 * 86400.0
+#: The largest ``catchup_limit`` (beat never looks at more missed occurrences at once).
+CATCHUP_LIMIT_MAX = MAX_CATCHUP
 
 #: Definition fields with their defaults, in the order of ``BeatAdmin.add``.
 DEFAULTS: dict[str, Any] = {
@@ -63,6 +83,8 @@ def coerce_schedule(value: Any, timezone: str | None = None) -> BaseSchedule:
 
 
 def _name(value: Any, field_name: str) -> str:
+    """A name (of a task, group, tag, queue...): compared byte for byte on every database,
+    so surrounding whitespace, which no one sees in a listing, is refused."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidSchedule(f"{field_name} {value!r} must be a non-empty string", field_name)
     if len(value) > NAME_MAX:
@@ -70,6 +92,9 @@ def _name(value: Any, field_name: str) -> str:
             f"{field_name} {value[:40]!r}... is longer than {NAME_MAX} characters", field_name)
     if "\x00" in value:
         raise InvalidSchedule(f"{field_name} {value!r} contains a NUL character", field_name)
+    if value != value.strip():
+        raise InvalidSchedule(
+            f"{field_name} {value!r} starts or ends with whitespace", field_name)
     return value
 
 
@@ -77,29 +102,17 @@ def _optional_name(value: Any, field_name: str) -> str | None:
     return None if value is None else _name(value, field_name)
 
 
-def _json(value: Any, field_name: str) -> Any:
-    try:
-        # NaN and infinities are not JSON, and PostgreSQL and MariaDB refuse them.
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidSchedule(f"{field_name} {value!r} is not JSON-serialisable: {exc}",
-                              field_name) from None
+#: The longest ``source`` (the column is 16 characters).
+SOURCE_MAX = 16
+
+
+def check_source(value: Any) -> str:
+    """Validate where a task comes from (``api``, ``config``, ``import``...)."""
+    if not isinstance(value, str) or not value or len(value) > SOURCE_MAX \
+            or value != value.strip():
+        raise InvalidSchedule(f"source {value!r} must be a name of 1-{SOURCE_MAX} "
+                              "characters", "source")
     return value
-
-
-def _number(value: Any, field_name: str, *, minimum: float = 0.0, strict: bool = False,
-            maximum: float = MAX_SECONDS) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidSchedule(f"{field_name} {value!r} is not a number", field_name)
-    if not math.isfinite(value) or value > maximum:
-        raise InvalidSchedule(f"{field_name} {value!r} must be a finite number <= {maximum:g}",
-                              field_name)
-    if value < minimum or (strict and value <= minimum):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise InvalidSchedule(f"{field_name} {value!r} must be {bound}", field_name)
-    return float(value)
 
 
 def _as_dict(value: Any, field_name: str) -> dict[str, Any] | None:
@@ -110,90 +123,167 @@ def _as_dict(value: Any, field_name: str) -> dict[str, Any] | None:
         value = value.to_dict()
     if not isinstance(value, Mapping):
         raise InvalidSchedule(f"{field_name} {value!r} is not a mapping", field_name)
-    return _json(dict(value), field_name)
+    return plain_json(dict(value), field_name)  # type: ignore[no-any-return]
 
 
 def _str_list(value: Any, field_name: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
         raise InvalidSchedule(f"{field_name} {value!r} must be a list of strings", field_name)
     items = [_name(v, field_name) for v in value]
-    return list(dict.fromkeys(items))
+    return plain_json(list(dict.fromkeys(items)), field_name)  # type: ignore[no-any-return]
 
 
-def validate_fields(fields: Mapping[str, Any], timezone: str | None = None) -> dict[str, Any]:
-    """Validate and normalise definition fields; returns their stored form.
+def _int(value: Any, field_name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidSchedule(f"{field_name} {value!r} must be an integer from {low} to "
+                              f"{high}", field_name)
+    return value
+
+
+def _args(value: Any) -> Any:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InvalidSchedule(f"args {value!r:.60} must be a list or tuple", "args")
+    return encode_arguments(list(value), "args")
+
+
+def _kwargs(value: Any) -> Any:
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise InvalidSchedule(f"kwargs {value!r:.60} must be a mapping", "kwargs")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidSchedule(f"kwargs key {key!r} is not a string (keyword arguments "
+                                  "are named by strings)", "kwargs")
+    return encode_arguments(dict(value), "kwargs")
+
+
+def validate_fields(fields: Mapping[str, Any], timezone: str | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+    """Validate and normalise definition fields; returns their stored (JSON) form.
 
     Only the keys present in ``fields`` are returned, so this serves ``add`` (after filling
-    defaults) and partial ``update`` alike.
+    defaults) and partial ``update`` alike.  ``now`` is when the change is made: an absolute
+    ``expires`` must be after it (without ``now``, e.g. to compare definitions, that check
+    is left out).  A ``kombu.Queue`` given as ``queue`` is stored as its name plus its
+    exchange, exchange type and routing key in ``options`` (``options`` is then returned
+    too; options given explicitly win).
     """
     unknown = set(fields) - set(UPDATABLE_FIELDS) - {"name"}
     if unknown:
         name = sorted(unknown)[0]
         raise InvalidSchedule(f"field {name!r} is unknown", name)
     out: dict[str, Any] = {}
+    routing: dict[str, Any] | None = None
     for key, value in fields.items():
         if key in ("name", "task"):
             out[key] = _name(value, key)
         elif key == "schedule":
-            out[key] = coerce_schedule(value, timezone).to_dict()
+            schedule = coerce_schedule(value, timezone).to_dict()
+            out[key] = plain_json(schedule, key)
         elif key == "args":
-            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                raise InvalidSchedule(f"args {value!r} must be a list or tuple", "args")
-            out[key] = _json(list(value), key)
-        elif key in ("kwargs", "headers", "options"):
-            value = {} if value is None else value
-            if not isinstance(value, Mapping):
-                raise InvalidSchedule(f"{key} {value!r} must be a mapping", key)
-            out[key] = _json(dict(value), key)
-        elif key == "queue" or key == "group":
+            out[key] = _args(value)
+        elif key == "kwargs":
+            out[key] = _kwargs(value)
+        elif key == "headers":
+            out[key] = check_headers(value)
+        elif key == "options":
+            out[key] = check_options(value, UPDATABLE_FIELDS)
+        elif key == "queue":
+            name, carried = queue_routing(value)
+            if name is not value:  # a kombu.Queue: its routing goes with it
+                routing = carried
+            out[key] = _optional_name(name, key)
+        elif key == "group":
             out[key] = _optional_name(value, key)
         elif key == "priority":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 0 <= value <= 255):
-                raise InvalidSchedule(f"priority {value!r} is out of range 0-255", key)
-            out[key] = value
+            out[key] = None if value is None else _int(value, key, 0, 255)
         elif key == "expires":
-            if isinstance(value, datetime):
-                raise InvalidSchedule(
-                    f"expires {value.isoformat()!r} must be seconds after the send, "
-                    "not a datetime", key)
-            out[key] = None if value is None else _number(value, key, strict=True)
+            out[key] = check_expires(value, now)
         elif key in ("tags", "depends_on"):
             out[key] = _str_list(value, key)
         elif key == "calendar":
             if value is not None and not isinstance(value, Calendar):
                 value = Calendar.from_dict(_as_dict(value, key) or {})
-            out[key] = value.to_dict() if value is not None else None
+            out[key] = plain_json(value.to_dict(), key) if value is not None else None
         elif key == "retry":
             out[key] = None if value is None else RetryPolicy.coerce(value).to_dict()
         elif key == "alerts":
             out[key] = _as_dict(value, key)
         elif key == "jitter":
-            out[key] = _number(value, key)
+            out[key] = number(value, key, maximum=JITTER_MAX)
         elif key == "catchup":
             if value not in CATCHUP_MODES:
                 raise InvalidSchedule(f"catchup {value!r} is not one of {CATCHUP_MODES}", key)
             out[key] = value
         elif key == "catchup_limit":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidSchedule(f"catchup_limit {value!r} must be an integer >= 1", key)
-            out[key] = value
+            out[key] = _int(value, key, 1, CATCHUP_LIMIT_MAX)
         elif key == "overlap":
             if value not in OVERLAP_MODES:
                 raise InvalidSchedule(f"overlap {value!r} is not one of {OVERLAP_MODES}", key)
             out[key] = value
         elif key == "description":
             if not isinstance(value, str):
-                raise InvalidSchedule(f"description {value!r} must be a string", key)
+                raise InvalidSchedule(f"description {value!r:.60} must be a string", key)
+            if len(value) > DESCRIPTION_MAX:
+                raise InvalidSchedule(f"description {value[:40]!r}... is longer than "
+                                      f"{DESCRIPTION_MAX} characters", key)
+            if "\x00" in value:
+                raise InvalidSchedule(f"description {value!r:.60} contains a NUL character",
+                                      key)
             out[key] = value
         elif key == "enabled":
             if not isinstance(value, bool):
                 raise InvalidSchedule(f"enabled {value!r} must be True or False", key)
             out[key] = value
+    if routing is not None:
+        given = out.get("options", {})
+        out["options"] = check_options(dict(routing, **given), UPDATABLE_FIELDS)
     if "name" in out and out["name"] in out.get("depends_on", ()):
         raise InvalidSchedule(f"depends_on: task {out['name']!r} cannot depend on itself",
                               "depends_on")
     return out
+
+
+#: Keys of a ``beat_schedule`` entry Celery itself reads (``relative`` belongs to the
+#: schedule: the scheduler applies it before the entry's fields are taken).
+CELERY_ENTRY_KEYS = ("task", "schedule", "args", "kwargs", "options", "relative")
+#: ``options`` keys of a ``beat_schedule`` entry that have their own task field.
+OWN_OPTION_FIELDS = ("queue", "priority", "expires", "headers")
+#: Entry keys Celery ignores that are fields of ours (taken as they are, then validated).
+EXTRA_ENTRY_FIELDS = ("description", "group", "tags", "depends_on", "retry", "alerts",
+                      "calendar", "jitter", "catchup", "catchup_limit", "overlap")
+
+
+def config_entry_fields(entry: Mapping[str, Any], name: str = "") -> dict[str, Any]:
+    """Map a ``beat_schedule`` entry (Celery's dict form) onto task fields.
+
+    Values are passed on as given, for :func:`validate_fields` to check.  The ``queue``,
+    ``priority``, ``expires`` and ``headers`` options become their fields; an extra key
+    Celery ignores goes to our field of that name (``description``, ``group``, ``tags``,
+    ...) and any other is ignored, with a debug log.
+    """
+    if not isinstance(entry, Mapping):
+        raise InvalidSchedule(f"entry {entry!r} is not a mapping", "entry")
+    options = entry.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise InvalidSchedule(f"options {options!r} must be a mapping", "options")
+    options = dict(options)
+    fields: dict[str, Any] = {
+        "task": entry.get("task"),
+        "schedule": entry.get("schedule"),
+        "args": entry.get("args") or (),
+        "kwargs": entry.get("kwargs") or {},
+    }
+    for key in OWN_OPTION_FIELDS:
+        if key in options:
+            fields[key] = options.pop(key)
+    fields["options"] = options
+    for key, value in entry.items():
+        if key in EXTRA_ENTRY_FIELDS:
+            fields[key] = value
+        elif key not in CELERY_ENTRY_KEYS:
+            logger.debug("beat_schedule entry %r: key %r is not used", name, key)
+    return fields
 
 
 def effective_schedule(schedule: BaseSchedule,
@@ -206,7 +296,12 @@ def effective_schedule(schedule: BaseSchedule,
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """A task's definition and scheduling state, as returned by :class:`BeatAdmin`."""
+    """A task's definition and scheduling state, as returned by :class:`BeatAdmin`.
+
+    ``args`` and ``kwargs`` hold the values the task is sent with (a ``datetime``,
+    ``Decimal`` or ``UUID`` given is one here too); ``expires`` is seconds after each send
+    or an absolute time.
+    """
 
     name: str
     task: str
@@ -215,7 +310,7 @@ class TaskInfo:
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
     priority: int | None = None
-    expires: float | None = None
+    expires: float | datetime | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
@@ -251,4 +346,8 @@ class TaskInfo:
         """The definition fields in their stored (JSON) form."""
         out = {key: getattr(self, key) for key in DEFINITION_FIELDS}
         out["schedule"] = dict(self.schedule_dict)
+        out["args"] = to_stored(self.args)
+        out["kwargs"] = to_stored(self.kwargs)
+        if isinstance(self.expires, datetime):
+            out["expires"] = expires_tag(self.expires)
         return out

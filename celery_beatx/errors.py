@@ -44,3 +44,12 @@ class LockNotHeld(BeatxError):
 
 class SchemaOutOfDate(BeatxError):
     """The database schema is older than this release and auto-migration is off."""
+
+
+class WriteConflict(BeatxError):
+    """Other writers kept colliding with this call (deadlocks, serialization failures) or
+    held the rows it needed for longer than the database waits; nothing was written.
+
+    The call already ran its transaction again a few times before raising this; it is safe
+    to call it again.
+    """

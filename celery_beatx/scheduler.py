@@ -35,7 +35,7 @@ from .beat.lease import SINGLE, Leadership
 from .beat.outage import Outage, cause
 from .clock import utcnow
 from .config import BeatxConfig
-from .definitions import DEFAULTS, TaskInfo, validate_fields
+from .definitions import DEFAULTS, TaskInfo, config_entry_fields, validate_fields
 from .errors import SchemaOutOfDate, TaskExists
 from .migrate import ensure_schema
 from .schedules import BaseSchedule
@@ -50,9 +50,6 @@ UTC = timezone.utc
 
 #: ``source`` of tasks synced from ``beat_schedule``, and of those that left it.
 CONFIG, CONFIG_REMOVED = "config", "config-removed"
-
-#: ``options`` keys of a ``beat_schedule`` entry that have their own task field.
-_OWN_OPTION_FIELDS = ("queue", "priority", "expires", "headers")
 
 #: A wall-clock step larger than this (against the monotonic clock) is a clock jump.
 CLOCK_JUMP = 5.0
@@ -115,7 +112,9 @@ class Entry(beat.ScheduleEntry):
         return cls(name=info.name, task=info.task, last_run_at=info.last_run_at,
                    total_run_count=info.total_run_count,
                    schedule=schedule or info.effective_schedule,
-                   args=info.args, kwargs=info.kwargs, options=send_options(info.definition()),
+                   args=info.args, kwargs=info.kwargs,
+                   options=send_options({k: getattr(info, k) for k in (
+                       "options", "queue", "priority", "expires", "headers")}),
                    app=app, next_run_at=info.next_run_at, info=info, revision=info.revision)
 
     def is_due(self) -> tuple[bool, float]:  # type: ignore[override]
@@ -143,32 +142,6 @@ def send_options(fields: Mapping[str, Any]) -> dict[str, Any]:
     if fields.get("headers"):
         options["headers"] = dict(fields["headers"])
     return options
-
-
-def config_entry_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Map a ``beat_schedule`` entry (Celery's dict form) onto task fields.
-
-    Values are passed on as given, for :func:`validate_fields` to check.
-    """
-    from .errors import InvalidSchedule
-
-    if not isinstance(entry, Mapping):
-        raise InvalidSchedule(f"entry {entry!r} is not a mapping", "entry")
-    options = entry.get("options") or {}
-    if not isinstance(options, Mapping):
-        raise InvalidSchedule(f"options {options!r} must be a mapping", "options")
-    options = dict(options)
-    fields: dict[str, Any] = {
-        "task": entry.get("task"),
-        "schedule": entry.get("schedule"),
-        "args": entry.get("args") or (),
-        "kwargs": entry.get("kwargs") or {},
-    }
-    for key in _OWN_OPTION_FIELDS:
-        if key in options:
-            fields[key] = options.pop(key)
-    fields["options"] = options
-    return fields
 
 
 class _ScheduleView(Mapping[str, Entry]):
@@ -301,7 +274,7 @@ class Scheduler(beat.Scheduler):
                     for t in admin.list(source=source)}
         for name, entry in entries.items():
             try:
-                fields = config_entry_fields(entry)
+                fields = config_entry_fields(entry, name)
                 current = existing.get(name)
                 if current is None:
                     admin.add(name, fields.pop("task"), fields.pop("schedule"),

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from celery_beatx import migrate
+
 
 def beatx(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "celery", "beatx", "--url", url, *args],
@@ -20,9 +22,7 @@ def url(tmp_path) -> str:
 
 
 def test_migrate_add_list_show_next_disable_remove(url, tmp_path):
-    from celery_beatx.migrate import head_revision
-
-    assert f"-> {head_revision()}" in beatx(url, "migrate").stdout
+    assert f"-> {migrate.head_revision()}" in beatx(url, "migrate").stdout
     out = beatx(url, "add", "hello", "proj.hello", "--every", "30", "--args", "[1]").stdout
     assert "added hello" in out
     beatx(url, "add", "nine", "proj.nine", "--cron", "0 9 * * 1-5", "--timezone",

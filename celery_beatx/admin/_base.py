@@ -3,9 +3,11 @@ the clock, and the validated write path for task definitions."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -13,15 +15,20 @@ from sqlalchemy.orm import Session
 from ..clock import Clock, utcnow
 from ..config import BeatxConfig
 from ..definitions import DEFAULTS, DEFINITION_FIELDS, effective_schedule, validate_fields
-from ..errors import BeatxError, DependencyCycle, InvalidSchedule, TaskNotFound
+from ..errors import BeatxError, DependencyCycle, InvalidSchedule, TaskNotFound, WriteConflict
 from ..migrate import ensure_schema
 from ..schedules import BaseSchedule, schedule_from_dict
-from ..store.engine import make_engine
+from ..store.engine import conflict_kind, make_engine
 from ..store.models import Task
-from ..store.repository import Repository
+from ..store.repository import Repository, batches_by_size, json_bytes
 from ..store.rows import definition_of, load_schedule
 
 UTC = timezone.utc
+T = TypeVar("T")
+
+#: How many times one admin call runs its transaction when the database aborts it for a
+#: concurrent one (a deadlock or serialization failure), before raising WriteConflict.
+WRITE_ATTEMPTS = 6
 
 
 def first_run_at(schedule: BaseSchedule, now: datetime,
@@ -111,6 +118,32 @@ class AdminBase:
             self._schema_checked = True
         return self.repo.transaction(readonly=readonly)
 
+    def _write(self, body: Callable[[Session], T]) -> T:
+        """Run ``body`` in one write transaction, again from the start when the database
+        aborted it because of a concurrent writer (each attempt re-reads what it changes).
+
+        :raises WriteConflict: it kept being aborted, or a lock wait ran out; nothing was
+            written.
+        """
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self._tx() as session:
+                    self.repo.lock_feed(session)
+                    return body(session)
+            except Exception as exc:
+                kind = conflict_kind(exc)
+                if kind is None:
+                    raise
+                if kind == "busy":
+                    raise WriteConflict(f"the database is busy: a lock this change needs was "
+                                        f"held too long ({_reason(exc)}); nothing was "
+                                        "written") from exc
+                if attempt == WRITE_ATTEMPTS:
+                    raise WriteConflict(f"concurrent changes aborted this one {attempt} times "
+                                        f"({_reason(exc)}); nothing was written") from exc
+                time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
     def _now(self) -> datetime:
         now = self.clock()
         if now.tzinfo is None:
@@ -126,11 +159,11 @@ class AdminBase:
         return row
 
     def _prepare(self, name: str, task: str, schedule: Any, fields: Mapping[str, Any],
-                 enabled: bool) -> dict[str, Any]:
+                 enabled: bool, now: datetime) -> dict[str, Any]:
         spec = dict(DEFAULTS)
         spec.update(fields)
         spec.update(name=name, task=task, schedule=schedule, enabled=enabled)
-        return validate_fields(spec, self.timezone)
+        return validate_fields(spec, self.timezone, now)
 
     def _check_dependencies(self, session: Session, new_edges: Mapping[str, Sequence[str]],
                             known: set[str]) -> None:
@@ -150,7 +183,7 @@ class AdminBase:
 
     def _insert(self, session: Session, specs: Sequence[tuple[dict[str, Any], str]],
                 now: datetime, revision: int) -> list[Task]:
-        """Insert validated specs (with version 1 of each) in one flush."""
+        """Insert validated specs (with version 1 of each), in flushes of bounded size."""
         rows = []
         for spec, source in specs:
             schedule = schedule_from_dict(spec["schedule"])
@@ -161,11 +194,13 @@ class AdminBase:
                 next_run_at=first_run_at(effective_schedule(schedule, spec["calendar"]), now),
                 revision=revision, created_at=now, updated_at=now,
             ))
-        self.repo.add_tasks(session, rows)
-        for row in rows:
-            self.repo.add_version(session, row.name, 1, definition_of(row), now,
-                                  self.instance_id, "created")
-        session.flush()
+        definitions = {row.name: definition_of(row) for row in rows}
+        for batch in batches_by_size(rows, lambda r: json_bytes(definitions[r.name])):
+            self.repo.add_tasks(session, batch)
+            for row in batch:
+                self.repo.add_version(session, row.name, 1, definitions[row.name], now,
+                                      self.instance_id, "created")
+            session.flush()
         return rows
 
     def _apply(self, session: Session, row: Task, changes: Mapping[str, Any], now: datetime,
@@ -197,3 +232,9 @@ class AdminBase:
         row.revision = revision if revision is not None else self.repo.next_revision(session)
         row.updated_at = now
         return True
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(orig or exc).__name__}: {text[0] if text else ''}"[:200]

@@ -8,12 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from ..definitions import DEFINITION_FIELDS, TaskInfo, validate_fields
+from ..definitions import DEFINITION_FIELDS, TaskInfo, check_source, validate_fields
 from ..errors import InvalidSchedule, TaskExists, TaskNotFound, VersionNotFound
 from ..schedules.base import require_aware
 from ..store.rows import info_from_row
 from ._base import AdminBase
+
+#: Options a ``kombu.Queue`` given as ``queue`` sets (see ``values.queue_routing``).
+ROUTING = ("exchange", "exchange_type", "routing_key")
 
 
 @dataclass(frozen=True)
@@ -46,21 +50,21 @@ class TasksMixin(AdminBase):
         """Add several tasks in one transaction: all are added or none is."""
         prepared: list[tuple[dict[str, Any], str]] = []
         seen: set[str] = set()
+        now = self._now()
         for raw in specs:
             raw = dict(raw)
             for key in ("name", "task", "schedule"):
                 if key not in raw:
                     raise InvalidSchedule(f"{key} is required", key)
-            source = raw.pop("source", "api")
+            source = check_source(raw.pop("source", "api"))
             spec = self._prepare(raw.pop("name"), raw.pop("task"), raw.pop("schedule"),
-                                 raw, raw.pop("enabled", True))
+                                 raw, raw.pop("enabled", True), now)
             if spec["name"] in seen:
                 raise TaskExists(f"task {spec['name']!r} is given twice")
             seen.add(spec["name"])
             prepared.append((spec, source))
-        now = self._now()
         try:
-            return self._add_prepared(prepared, seen, now)
+            return self._write(lambda session: self._add_prepared(session, prepared, seen, now))
         except IntegrityError:
             # Another process added one of these names between our check and our insert.
             with self._tx(readonly=True) as session:
@@ -69,47 +73,61 @@ class TasksMixin(AdminBase):
                 raise TaskExists(f"task {sorted(taken)[0]!r} exists already") from None
             raise
 
-    def _add_prepared(self, prepared: list[tuple[dict[str, Any], str]], seen: set[str],
-                      now: datetime) -> list[TaskInfo]:
-        with self._tx() as session:
-            taken = self.repo.existing_names(session, seen)
-            if taken:
-                raise TaskExists(f"task {sorted(taken)[0]!r} exists already")
-            edges = {s["name"]: s["depends_on"] for s, _ in prepared if s["depends_on"]}
-            if edges:
-                known = seen | self.repo.existing_names(
-                    session, {d for deps in edges.values() for d in deps})
-                self._check_dependencies(session, edges, known)
-            revision = self.repo.next_revision(session)
-            rows = self._insert(session, prepared, now, revision)
-            return [info_from_row(r) for r in rows]
+    def _add_prepared(self, session: Session, prepared: list[tuple[dict[str, Any], str]],
+                      seen: set[str], now: datetime) -> list[TaskInfo]:
+        taken = self.repo.existing_names(session, seen)
+        if taken:
+            raise TaskExists(f"task {sorted(taken)[0]!r} exists already")
+        edges = {s["name"]: s["depends_on"] for s, _ in prepared if s["depends_on"]}
+        if edges:
+            known = seen | self.repo.existing_names(
+                session, {d for deps in edges.values() for d in deps})
+            self._check_dependencies(session, edges, known)
+        revision = self.repo.next_revision(session)
+        rows = self._insert(session, prepared, now, revision)
+        return [info_from_row(r) for r in rows]
 
     def update(self, name: str, **fields: Any) -> TaskInfo:
         """Change fields of a task; any definition change makes a new version.
+
+        A ``kombu.Queue`` given as ``queue`` without ``options`` sets the routing options
+        it carries (exchange, exchange type, routing key) and keeps the other options.
 
         :raises TaskNotFound: no such task.
         :raises InvalidSchedule: a field is invalid (nothing is written).
         """
         if "name" in fields:
             raise InvalidSchedule("name cannot be changed; add a new task instead", "name")
-        changes = validate_fields(fields, self.timezone)
         now = self._now()
-        with self._tx() as session:
+        changes = validate_fields(fields, self.timezone, now)
+
+        def body(session: Session) -> TaskInfo:
             row = self._row(session, name, for_update=True)
-            if "depends_on" in changes:
-                self._check_dependencies(session, {name: changes["depends_on"]},
-                                         self.repo.existing_names(session, changes["depends_on"]))
-            self._apply(session, row, changes, now, comment="updated")
+            final = changes
+            if "options" in changes and "options" not in fields:
+                # Routing from a Queue: merged into the options the task has.
+                kept = {k: v for k, v in (row.options or {}).items() if k not in ROUTING}
+                final = dict(changes, options=dict(kept, **changes["options"]))
+            if "depends_on" in final:
+                self._check_dependencies(session, {name: final["depends_on"]},
+                                         self.repo.existing_names(session, final["depends_on"]))
+            self._apply(session, row, final, now, comment="updated")
             return info_from_row(row)
+
+        return self._write(body)
 
     def _set_source(self, name: str, source: str, *, enabled: bool) -> None:
         """Beat's own bookkeeping of ``beat_schedule`` tasks (not a definition change)."""
+        check_source(source)
         now = self._now()
-        with self._tx() as session:
+
+        def body(session: Session) -> None:
             row = self._row(session, name, for_update=True)
             row.source = source
             if not self._apply(session, row, {"enabled": enabled}, now, "config sync"):
                 row.revision = self.repo.next_revision(session)
+
+        self._write(body)
 
     def remove(self, name: str) -> None:
         """Remove a task (its versions go with it; its run history stays).
@@ -122,8 +140,9 @@ class TasksMixin(AdminBase):
         """Remove several tasks in one transaction: all exist and are removed, or none."""
         names = list(dict.fromkeys(names))
         now = self._now()
-        with self._tx() as session:
-            rows = {r.name: r for r in self.repo.get_tasks(session, names)}
+
+        def body(session: Session) -> int:
+            rows = {r.name: r for r in self.repo.get_tasks(session, names, for_update=True)}
             missing = [n for n in names if n not in rows]
             if missing:
                 raise TaskNotFound(f"task {missing[0]!r} does not exist")
@@ -139,6 +158,8 @@ class TasksMixin(AdminBase):
             self.repo.remove_tasks(session, names, self.repo.next_revision(session), now)
             return len(names)
 
+        return self._write(body)
+
     # -- enable / disable ------------------------------------------------------------------
 
     def enable(self, name: str) -> TaskInfo:
@@ -152,15 +173,23 @@ class TasksMixin(AdminBase):
     def _set_enabled(self, enabled: bool, *, group: str | None = None,
                      tag: str | None = None) -> int:
         now = self._now()
-        with self._tx() as session:
-            rows = [r for r in self.repo.list_tasks(session, group=group, tag=tag)
-                    if r.enabled != enabled]
+
+        def body(session: Session) -> int:
+            # Rows locked in name order, after the change-feed counter (see _write), and
+            # judged again once locked: a concurrent change may have moved them meanwhile.
+            names = [r.name for r in self.repo.list_tasks(session, group=group, tag=tag)
+                     if r.enabled != enabled]
+            rows = [r for r in self.repo.get_tasks(session, names, for_update=True)
+                    if r.enabled != enabled and (group is None or r.group == group)
+                    and (tag is None or tag in (r.tags or []))]
             if not rows:
                 return 0
             revision = self.repo.next_revision(session)
             for row in rows:
                 self._apply(session, row, {"enabled": enabled}, now, "enabled", revision)
             return len(rows)
+
+        return self._write(body)
 
     def enable_group(self, group: str) -> int:
         """Enable every task of ``group``; returns how many changed."""
@@ -226,16 +255,19 @@ class TasksMixin(AdminBase):
         :raises VersionNotFound: the task has no such version.
         """
         now = self._now()
-        with self._tx() as session:
+
+        def body(session: Session) -> TaskInfo:
             row = self._row(session, name, for_update=True)
             old = self.repo.get_version(session, name, version)
             if old is None:
                 raise VersionNotFound(f"task {name!r} has no version {version!r}")
             changes = validate_fields(
                 {k: v for k, v in old.definition.items() if k in DEFINITION_FIELDS},
-                self.timezone)
+                self.timezone, now)
             if "depends_on" in changes:
                 self._check_dependencies(session, {name: changes["depends_on"]},
                                          self.repo.existing_names(session, changes["depends_on"]))
             self._apply(session, row, changes, now, comment=f"rollback to {version}")
             return info_from_row(row)
+
+        return self._write(body)

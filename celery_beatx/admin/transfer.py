@@ -7,13 +7,27 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from ..definitions import DEFINITION_FIELDS
+from sqlalchemy.orm import Session
+
+from ..definitions import DEFINITION_FIELDS, check_source
 from ..errors import InvalidSchedule, TaskExists
+from ..store.repository import FLUSH_BYTES, json_bytes
 from ..store.rows import definition_of
+from ..values import COUNT_MAX
 from ._base import AdminBase
 
 UTC = timezone.utc
 EXPORT_FORMAT = "celery-beatx/1"
+#: State keys of an exported task (``version`` is the exporting database's: an imported
+#: task gets its own version history, so it is read for information only).
+STATE_KEYS = ("name", "enabled", "source", "version", "last_run_at", "total_run_count",
+              "next_run_at")
+#: Every key a task of a ``celery-beatx/1`` document may have.
+TASK_KEYS = frozenset(DEFINITION_FIELDS) | frozenset(STATE_KEYS)
+#: Keys of the document itself.
+DOCUMENT_KEYS = frozenset({"format", "exported_at", "tasks"})
+#: The years a stored time may fall in (MariaDB's DATETIME ends with 9999).
+YEARS = (1970, 9998)
 
 
 class TransferMixin(AdminBase):
@@ -42,55 +56,68 @@ class TransferMixin(AdminBase):
         doc = _parse_document(document)
         prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
         seen: set[str] = set()
+        now = self._now()
         for i, item in enumerate(doc["tasks"]):
             if not isinstance(item, Mapping):
                 raise InvalidSchedule(f"tasks[{i}] is not an object", "tasks")
             where = f"tasks[{i}] ({item.get('name')!r})"
             try:
+                unknown = sorted(k for k in item if k not in TASK_KEYS)
+                if unknown:
+                    raise InvalidSchedule(f"key {unknown[0]!r} is not a task key of "
+                                          f"{EXPORT_FORMAT!r}", unknown[0])
                 fields = {k: item[k] for k in DEFINITION_FIELDS if k in item}
                 spec = self._prepare(item.get("name"), item.get("task"), item.get("schedule"),
-                                     fields, item.get("enabled", True))
+                                     fields, item.get("enabled", True), now)
                 state = _import_state_fields(item)
+                state["source"] = check_source(item.get("source", "import"))
             except InvalidSchedule as exc:
                 raise InvalidSchedule(f"{where}: {exc}", exc.field) from None
             if spec["name"] in seen:
                 raise TaskExists(f"{where}: task is given twice")
             seen.add(spec["name"])
-            state["source"] = item.get("source", "import")
             prepared.append((spec, state))
-        now = self._now()
-        with self._tx() as session:
-            existing = {r.name: r for r in self.repo.all_tasks(session)}
-            edges = {s["name"]: s["depends_on"] for s, _ in prepared}
-            known = seen | (set() if mode == "replace" else set(existing))
-            if mode == "replace":
-                stale = [existing[n] for n in existing if n not in seen]
-            else:
-                stale = []
-            for row in stale:  # drop them first so the dependency graph is the new one
-                self.repo.set_dependencies(session, row.name, [])
-            self._check_dependencies(session, {k: v for k, v in edges.items() if v}, known)
-            revision = self.repo.next_revision(session)
-            for row in stale:
-                session.expunge(row)
-            if stale:
-                self.repo.remove_tasks(session, [r.name for r in stale], revision, now)
-            new = [(spec, state.pop("source")) for spec, state in prepared
-                   if spec["name"] not in existing]
-            inserted = {r.name: r for r in self._insert(session, new, now, revision)}
-            for spec, state in prepared:
-                row = inserted.get(spec["name"])
-                if row is None:
-                    row = existing[spec["name"]]
-                    state.pop("source")
-                    self._apply(session, row, {k: spec[k] for k in (*DEFINITION_FIELDS,
-                                                                    "enabled")},
-                                now, "imported", revision)
-                    row.revision = revision
-                for key, value in state.items():
-                    setattr(row, key, value)
-            session.flush()
-            return len(prepared)
+        return self._write(lambda session: self._import(session, prepared, seen, mode, now))
+
+    def _import(self, session: Session, prepared: list[tuple[dict[str, Any], dict[str, Any]]],
+                seen: set[str], mode: str, now: datetime) -> int:
+        prepared = [(spec, dict(state)) for spec, state in prepared]  # a retry starts afresh
+        existing = {r.name: r for r in self.repo.all_tasks(session)}
+        edges = {s["name"]: s["depends_on"] for s, _ in prepared}
+        known = seen | (set() if mode == "replace" else set(existing))
+        if mode == "replace":
+            stale = [existing[n] for n in existing if n not in seen]
+        else:
+            stale = []
+        for row in stale:  # drop them first so the dependency graph is the new one
+            self.repo.set_dependencies(session, row.name, [])
+        self._check_dependencies(session, {k: v for k, v in edges.items() if v}, known)
+        revision = self.repo.next_revision(session)
+        for row in stale:
+            session.expunge(row)
+        if stale:
+            self.repo.remove_tasks(session, [r.name for r in stale], revision, now)
+        new = [(spec, state.pop("source")) for spec, state in prepared
+               if spec["name"] not in existing]
+        inserted = {r.name: r for r in self._insert(session, new, now, revision)}
+        pending = 0
+        for spec, state in prepared:
+            row = inserted.get(spec["name"])
+            if row is None:
+                row = existing[spec["name"]]
+                state.pop("source")
+                self._apply(session, row, {k: spec[k] for k in (*DEFINITION_FIELDS,
+                                                                "enabled")},
+                            now, "imported", revision)
+                row.revision = revision
+                pending += json_bytes(spec)
+                if pending > FLUSH_BYTES:  # bounded statements (see FLUSH_BYTES)
+                    session.flush()
+                    pending = 0
+            for key, value in state.items():
+                setattr(row, key, value)
+        session.flush()
+        return len(prepared)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -110,6 +137,10 @@ def _parse_document(document: str | Mapping[str, Any]) -> Mapping[str, Any]:
         raise InvalidSchedule(f"format {fmt!r} is not {EXPORT_FORMAT!r}", "format")
     if not isinstance(doc.get("tasks"), list):
         raise InvalidSchedule("tasks must be a list", "tasks")
+    unknown = sorted(str(k) for k in doc if k not in DOCUMENT_KEYS)
+    if unknown:
+        raise InvalidSchedule(f"document key {unknown[0]!r} is not one of "
+                              f"{sorted(DOCUMENT_KEYS)}", unknown[0])
     return doc
 
 
@@ -125,10 +156,14 @@ def _import_state_fields(item: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidSchedule(f"{key} {value!r} is not an ISO datetime", key) from None
         if parsed.tzinfo is None:
             raise InvalidSchedule(f"{key} {value!r} is a naive datetime", key)
-        state[key] = parsed.astimezone(UTC)
+        parsed = parsed.astimezone(UTC)
+        if not YEARS[0] <= parsed.year <= YEARS[1]:
+            raise InvalidSchedule(f"{key} {value!r} is outside the years {YEARS[0]}-"
+                                  f"{YEARS[1]}", key)
+        state[key] = parsed
     count = item.get("total_run_count", 0)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise InvalidSchedule(f"total_run_count {count!r} must be an integer >= 0",
-                              "total_run_count")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= COUNT_MAX:
+        raise InvalidSchedule(f"total_run_count {count!r} must be an integer from 0 to "
+                              f"{COUNT_MAX}", "total_run_count")
     state["total_run_count"] = count
     return state

@@ -13,6 +13,10 @@ from ..errors import InvalidSchedule
 
 UTC = timezone.utc
 
+#: The shortest interval :class:`every` accepts, in seconds: beat's loop cannot keep a
+#: shorter one, and below a microsecond the interval would round to nothing.
+MIN_INTERVAL = 0.1
+
 #: Registry of schedule kinds by their ``type`` tag, filled by :func:`register_kind`.
 KINDS: dict[str, type[BaseSchedule]] = {}
 
@@ -156,6 +160,9 @@ class every(BaseSchedule):  # noqa: N801 - lowercase like celery's ``schedule``/
         total = seconds + minutes * 60 + hours * 3600 + days * 86400
         if total <= 0:
             raise InvalidSchedule(f"interval {total!r}s is not positive", "interval")
+        if total < MIN_INTERVAL:
+            raise InvalidSchedule(f"interval {total!r}s is shorter than the minimum "
+                                  f"{MIN_INTERVAL:g}s", "interval")
         if total > timedelta.max.total_seconds() / 2:
             raise InvalidSchedule(f"interval {total!r}s is too long", "interval")
         self.seconds = float(total)

@@ -47,3 +47,44 @@ def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
         return engine
     opts.setdefault("pool_pre_ping", True)
     return create_engine(url, **opts)
+
+
+#: PostgreSQL SQLSTATEs of a transaction the server aborted because of another one:
+#: serialization_failure, deadlock_detected.
+_PG_RETRY = ("40001", "40P01")
+#: MySQL/MariaDB error codes of the same: deadlock, "record has changed since last read"
+#: (MariaDB's snapshot isolation).
+_MYSQL_RETRY = (1213, 1020)
+#: Waits for a lock that ran out: lock_not_available (PostgreSQL), lock wait timeout
+#: (MySQL/MariaDB), "database is locked" (SQLite).
+_PG_BUSY = ("55P03",)
+_MYSQL_BUSY = (1205,)
+
+
+def _driver_error(exc: BaseException) -> tuple[Any, Any]:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return None, None
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    return sqlstate, code
+
+
+def conflict_kind(exc: BaseException) -> str | None:
+    """``"retry"`` when the database aborted the transaction because of a concurrent one
+    (running it again is the cure), ``"busy"`` when a lock wait ran out, else ``None``."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm.exc import StaleDataError
+
+    if isinstance(exc, StaleDataError):
+        return "retry"  # a row changed or vanished between our read and our write
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate, code = _driver_error(exc)
+    if sqlstate in _PG_RETRY or code in _MYSQL_RETRY:
+        return "retry"
+    if sqlstate in _PG_BUSY or code in _MYSQL_BUSY:
+        return "busy"
+    if "database is locked" in str(exc.orig):
+        return "busy"
+    return None

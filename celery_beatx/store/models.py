@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..values import decode_expires, expires_tag
 from .types import DateTimeUTC
 
 NAMING_CONVENTION = {
@@ -35,6 +37,8 @@ NAMING_CONVENTION = {
 }
 
 NAME_LENGTH = 200
+#: A double-precision float everywhere (``FLOAT`` is single precision on MySQL/MariaDB).
+EXACT_FLOAT = Float().with_variant(Double(), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):
@@ -70,7 +74,10 @@ class Task(Base):
     kwargs: Mapped[dict[str, Any]]
     queue: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     priority: Mapped[int | None]
-    expires: Mapped[float | None] = mapped_column(Float)
+    #: ``expires`` as seconds after each send; see :attr:`expires`.
+    expires_seconds: Mapped[float | None] = mapped_column("expires", EXACT_FLOAT)
+    #: ``expires`` as an absolute time; see :attr:`expires`.
+    expires_at: Mapped[datetime | None]
     headers: Mapped[dict[str, Any]]
     options: Mapped[dict[str, Any]]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -82,7 +89,7 @@ class Task(Base):
     retry: Mapped[dict[str, Any] | None]
     alerts: Mapped[dict[str, Any] | None]
     calendar: Mapped[dict[str, Any] | None]
-    jitter: Mapped[float] = mapped_column(Float, default=0.0)
+    jitter: Mapped[float] = mapped_column(EXACT_FLOAT, default=0.0)
     catchup: Mapped[str] = mapped_column(String(8), default="once")
     catchup_limit: Mapped[int] = mapped_column(Integer, default=100)
     overlap: Mapped[str] = mapped_column(String(16), default="allow")
@@ -98,6 +105,21 @@ class Task(Base):
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+    @property
+    def expires(self) -> Any:
+        """The ``expires`` field in its stored (JSON) form, kept in two columns: seconds
+        (``expires``), or an absolute time (``expires_at``) as kombu's form of a datetime."""
+        if self.expires_at is not None:
+            return expires_tag(self.expires_at)
+        return self.expires_seconds
+
+    @expires.setter
+    def expires(self, value: Any) -> None:
+        if isinstance(value, dict):
+            self.expires_seconds, self.expires_at = None, decode_expires(value)
+        else:
+            self.expires_seconds, self.expires_at = value, None
 
 
 class Tombstone(Base):

@@ -7,9 +7,10 @@ so a caller composes several of them into one atomic change with :meth:`Reposito
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,11 +38,38 @@ STATE_FIELDS = ("last_run_at", "total_run_count", "next_run_at")
 #: search makes each statement cost as much as everything the session already holds).
 NO_SYNC = {"synchronize_session": False}
 CHUNK = 500
+#: The most bytes of JSON one flush writes (about): the ORM sends many rows in one INSERT,
+#: and MySQL/MariaDB refuse a statement larger than ``max_allowed_packet`` (16 MiB by
+#: default) by dropping the connection.
+FLUSH_BYTES = 4 * 1024 * 1024
+
+T = TypeVar("T")
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start:start + CHUNK]
+
+
+def json_bytes(value: Any) -> int:
+    """About how many bytes ``value`` takes as JSON in a statement."""
+    return len(json.dumps(value, default=str))
+
+
+def batches_by_size(items: Iterable[T], size_of: Callable[[T], int],
+                    limit: int = FLUSH_BYTES) -> Iterator[list[T]]:
+    """``items`` in consecutive batches of at most ``limit`` bytes (one item may exceed it)."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if batch and total + size > limit:
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += size
+    if batch:
+        yield batch
 
 
 class Repository:
@@ -138,13 +166,18 @@ class Repository:
     def get_task(self, session: Session, name: str, *, for_update: bool = False) -> Task | None:
         stmt = select(Task).where(Task.name == name)
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return session.scalars(stmt).one_or_none()
 
-    def get_tasks(self, session: Session, names: Iterable[str]) -> list[Task]:
+    def get_tasks(self, session: Session, names: Iterable[str], *,
+                  for_update: bool = False) -> list[Task]:
+        """The tasks of ``names`` that exist (``for_update``: locked, in name order)."""
         found: list[Task] = []
-        for chunk in _chunks(list(names)):
-            found.extend(session.scalars(select(Task).where(Task.name.in_(chunk))))
+        for chunk in _chunks(sorted(names)):
+            stmt = select(Task).where(Task.name.in_(chunk)).order_by(Task.name)
+            if for_update:
+                stmt = stmt.with_for_update().execution_options(populate_existing=True)
+            found.extend(session.scalars(stmt))
         return found
 
     def existing_names(self, session: Session, names: Iterable[str]) -> set[str]:

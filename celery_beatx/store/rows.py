@@ -16,6 +16,7 @@ from typing import Any
 
 from ..definitions import CATCHUP_MODES, DEFAULTS, DEFINITION_FIELDS, OVERLAP_MODES, TaskInfo
 from ..schedules import BaseSchedule, schedule_from_dict
+from ..values import decode, decode_expires
 from .types import Undecodable
 
 Loaded = tuple[BaseSchedule | None, str | None]
@@ -70,7 +71,7 @@ _SHAPES: dict[str, Any] = {
     "kwargs": _str_keys,
     "queue": lambda v: v is None or isinstance(v, str),
     "priority": lambda v: v is None or _is_int(v),
-    "expires": lambda v: v is None or _is_number(v),
+    "expires": lambda v: v is None or _is_number(v) or isinstance(v, datetime),
     "headers": _str_keys,
     "options": _str_keys,
     "group": lambda v: v is None or isinstance(v, str),
@@ -92,15 +93,32 @@ def definition_of(row: Any) -> dict[str, Any]:
     return {key: getattr(row, key) for key in DEFINITION_FIELDS}
 
 
-def checked_definition(row: Any) -> tuple[dict[str, Any], str | None]:
-    """The row's definition with broken fields replaced by defaults, and what was broken.
+#: Stored fields decoded for the send: kombu's tagged objects become their types again.
+_DECODERS = {"args": decode, "kwargs": decode, "expires": decode_expires}
 
-    ``schedule`` is returned as stored; :func:`load_schedule` judges it.
+
+def checked_definition(row: Any) -> tuple[dict[str, Any], str | None]:
+    """The row's definition, decoded for the send, with broken fields replaced by defaults,
+    and what was broken.
+
+    ``args`` and ``kwargs`` come back with their original types (a ``datetime``,
+    ``Decimal`` or ``UUID`` stored in kombu's JSON form is one again), ``expires`` as
+    seconds or an aware datetime.  ``schedule`` is returned as stored;
+    :func:`load_schedule` judges it.
     """
     fields = definition_of(row)
     problems: list[str] = []
     for key, ok in _SHAPES.items():
         value = fields[key]
+        decoder = _DECODERS.get(key)
+        if decoder is not None and not isinstance(value, Undecodable):
+            try:
+                value = fields[key] = decoder(value)
+            except Exception as exc:  # a row written by hand: that task's problem only
+                problems.append(f"{key}: stored value {value!r:.80} cannot be decoded "
+                                f"({exc})")
+                fields[key] = _default(key)
+                continue
         if isinstance(value, Undecodable):
             problems.append(f"{key}: {value.reason}")
         elif not ok(value):

@@ -17,6 +17,7 @@ from celery_beatx.schedules import (
     schedule_from_dict,
     solar,
 )
+from celery_beatx.schedules.base import MIN_INTERVAL
 from celery_beatx.schedules.solar import EVENTS
 
 UTC = timezone.utc
@@ -58,7 +59,7 @@ crons = st.builds(
 )
 intervals = st.one_of(
     st.integers(1, 10**7).map(lambda s: every(seconds=s)),
-    st.floats(0.001, 1e6, allow_nan=False).map(lambda s: every(seconds=s)),
+    st.floats(MIN_INTERVAL, 1e6, allow_nan=False).map(lambda s: every(seconds=s)),
     st.builds(every, minutes=st.integers(1, 600), hours=st.integers(0, 48)),
 )
 solars = st.builds(
