@@ -251,3 +251,63 @@ def test_a_dependant_of_a_failed_upstream_is_skipped_after_one_period(
     assert transform[0] == (first, "skipped")
     reason = [r.reason for r in all_runs(db_url) if r.task_name == "transform"][0]
     assert "did not succeed within one period" in reason
+
+
+def test_policies_that_need_outcomes_are_refused_when_the_app_records_none(db_url, clock):
+    from celery import Celery
+
+    app = Celery("untracked", set_as_current=False)
+    app.conf.update(beatx_database_url=db_url, beatx_track_results=False)
+    admin = BeatAdmin(app, clock=clock)
+    with pytest.raises(InvalidSchedule, match="beatx_track_results is off"):
+        admin.add("a", "proj.a", every(seconds=10), overlap="skip")
+    admin.add("up", "proj.up", every(seconds=10))
+    with pytest.raises(InvalidSchedule, match="depends_on needs run outcomes"):
+        admin.add("b", "proj.b", every(seconds=10), depends_on=["up"])
+    with pytest.raises(InvalidSchedule, match="overlap"):
+        admin.update("up", overlap="buffer_one")
+    assert [t.name for t in admin.list()] == ["up"]
+    admin.engine.dispose()
+
+
+# -- catch-up and jitter across restarts ---------------------------------------------------
+
+@pytest.mark.parametrize("catchup, expected", [("skip", 0), ("once", 1), ("all", 5)])
+def test_after_downtime_covering_five_occurrences(app, admin, db_url, clock, queue_name,
+                                                  catchup, expected):
+    admin.add("job", "proj.job", every(seconds=10), catchup=catchup)
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    drain(queue_name)
+    down = clock.now
+    clock.advance(seconds=55)  # beat is down: 5 occurrences (+10 ... +50) are missed
+    beat = make(app, clock)
+    beat.tick()
+    beat.tick()
+    beat.close()
+    got = [m["headers"]["id"] for m in drain(queue_name)]
+    missed = [down + timedelta(seconds=10 * i) for i in range(1, 6)]
+    assert got == [run_task_id("job", when, 0) for when in missed[:expected]]
+    skipped = [r for r in all_runs(db_url) if r.status == "skipped"]
+    assert bool(skipped) == (catchup == "skip")
+
+
+def test_a_jittered_fire_time_survives_a_restart(app, admin, db_url, clock, queue_name):
+    admin.add("spread", "proj.spread", every(minutes=10), jitter=120)
+    beat = make(app, clock)
+    slot = beat._heap_slots.get("spread")
+    offset = slot.fire_at - slot.next_at.timestamp()
+    assert 0 < offset <= 120
+    beat.close()
+    again = make(app, clock)  # restarted: the same occurrence fires at the same time
+    assert again._heap_slots.get("spread").fire_at == slot.fire_at
+    clock.advance(minutes=10, seconds=offset - 0.5)
+    again.tick()
+    assert drain(queue_name) == []  # scheduled time passed, its jitter not yet
+    clock.advance(seconds=0.5)
+    again.tick()
+    again.close()
+    assert [m["headers"]["id"] for m in drain(queue_name)] == \
+        [run_task_id("spread", slot.next_at, 0)]

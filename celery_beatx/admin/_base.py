@@ -101,6 +101,8 @@ class AdminBase:
                 raise BeatxError("BeatAdmin needs an app, a url or an engine")
             engine = make_engine(url, config.engine_options if config else None)
         self.app = app
+        #: Whether this app records run outcomes (``None``: not known, no app given).
+        self.track_results = config.track_results if config else None
         self.engine = engine
         self.repo = Repository(engine)
         self.timezone = config.timezone if config else "UTC"
@@ -163,7 +165,29 @@ class AdminBase:
         spec = dict(DEFAULTS)
         spec.update(fields)
         spec.update(name=name, task=task, schedule=schedule, enabled=enabled)
-        return validate_fields(spec, self.timezone, now)
+        out = validate_fields(spec, self.timezone, now)
+        self._check_outcomes_needed(out)
+        return out
+
+    def _check_outcomes_needed(self, fields: Mapping[str, Any]) -> None:
+        """Refuse policies that act on run outcomes when the app records none.
+
+        ``overlap`` and ``depends_on`` decide from what runs did; with
+        ``beatx_track_results`` off nothing records that, and they would silently never
+        send (or always wait).  Without an app the setting is not known here; ``health()``
+        reports such tasks instead.
+        """
+        if self.track_results is not False:
+            return
+        if fields.get("overlap", "allow") != "allow":
+            raise InvalidSchedule(
+                f"overlap {fields['overlap']!r} needs run outcomes, but beatx_track_results "
+                "is off: turn it on and call celery_beatx.track(app) in the app module",
+                "overlap")
+        if fields.get("depends_on"):
+            raise InvalidSchedule(
+                "depends_on needs run outcomes, but beatx_track_results is off: turn it on "
+                "and call celery_beatx.track(app) in the app module", "depends_on")
 
     def _check_dependencies(self, session: Session, new_edges: Mapping[str, Sequence[str]],
                             known: set[str]) -> None:

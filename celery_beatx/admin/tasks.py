@@ -100,6 +100,7 @@ class TasksMixin(AdminBase):
             raise InvalidSchedule("name cannot be changed; add a new task instead", "name")
         now = self._now()
         changes = validate_fields(fields, self.timezone, now)
+        self._check_outcomes_needed(changes)
 
         def body(session: Session) -> TaskInfo:
             row = self._row(session, name, for_update=True)
