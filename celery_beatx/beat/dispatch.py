@@ -90,6 +90,9 @@ class _Batch:
     inserted: list[str]
     definitions: dict[str, Any]
     now: datetime
+    #: The last-run time to record per task when it is not ``now`` (in-memory entries
+    #: record the time by their schedule's own clock, as Celery's ``reserve`` does).
+    ran_at: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,14 +178,16 @@ class Dispatcher:
     # -- recording ---------------------------------------------------------------------------
 
     def dispatch(self, slots: list[Slot], now: datetime,
-                 plans: dict[str, DuePlan] | None = None) -> int:
+                 plans: dict[str, DuePlan] | None = None,
+                 ran_at: dict[str, datetime] | None = None) -> int:
         """Record, send and confirm the due ``slots`` (popped from the heap); returns how many
         messages were published.  ``plans``: decisions made by the caller (tasks driven by
-        their own Celery schedule object)."""
+        their own Celery schedule object); ``ran_at``: the last-run time to record for such a
+        task (default ``now``)."""
         if not slots:
             return 0
         try:
-            batch = self._record(slots, now, plans or {})
+            batch = self._record(slots, now, plans or {}, ran_at or {})
         except Fenced:
             for slot in slots:
                 self.heap.push(slot)
@@ -226,7 +231,8 @@ class Dispatcher:
                 self.heap.push(decision.slot)
         return True
 
-    def _record(self, slots: list[Slot], now: datetime, plans: dict[str, DuePlan]) -> _Batch:
+    def _record(self, slots: list[Slot], now: datetime, plans: dict[str, DuePlan],
+                ran_at: dict[str, datetime]) -> _Batch:
         leadership = self.leadership
         token = leadership.token if leadership.ha else None
         marks: dict[str, str | None] = {}
@@ -293,7 +299,8 @@ class Dispatcher:
                             status[task_id] = "skipped"
                 self.repo.add_runs(session, runs)
                 self.repo.save_states(session, [
-                    (d.slot.name, d.slot.revision, now if d.added else None, d.added,
+                    (d.slot.name, d.slot.revision,
+                     ran_at.get(d.slot.name, now) if d.added else None, d.added,
                      d.plan.following) for d in decisions])
         except (Fenced, _Unknown):
             raise
@@ -302,14 +309,14 @@ class Dispatcher:
                 if slot.name not in handled:
                     self.heap.push(slot)
             if inserted:
-                raise _Unknown(_Batch(decisions, sends, inserted, definitions, now),
-                               exc) from exc
+                raise _Unknown(_Batch(decisions, sends, inserted, definitions, now,
+                                      dict(ran_at)), exc) from exc
             for decision in decisions:
                 self.heap.push(decision.slot)
             raise
         finally:
             self.feed.save_marks(marks)
-        return _Batch(decisions, sends, inserted, definitions, now)
+        return _Batch(decisions, sends, inserted, definitions, now, dict(ran_at))
 
     def _decide(self, slot: Slot, now: datetime, given: DuePlan | None) -> _Decision:
         if given is not None:
@@ -346,7 +353,7 @@ class Dispatcher:
         for decision in batch.decisions:
             slot, plan = decision.slot, decision.plan
             if decision.added:
-                slot.last_run_at = batch.now
+                slot.last_run_at = batch.ran_at.get(slot.name, batch.now)
                 slot.runs += decision.added
             slot.next_at = plan.following
             slot.fire_at = fire_at(slot.name, plan.following, slot.policy)
