@@ -57,14 +57,18 @@ def has_lazy(args: Any, kwargs: Any) -> bool:
     return any(isinstance(v, BeatLazyFunc) for v in values)
 
 
-def celery_schedule_of(schedule: Any, relative: bool, app: Any) -> Any:
-    """The schedule as a Celery entry would hold it (numbers and timedeltas become Celery
-    ``schedule`` objects, with ``relative``); our own schedules are returned unchanged."""
-    if isinstance(schedule, BaseSchedule) or isinstance(schedule, bool):
-        return schedule
-    if isinstance(schedule, (int, float, timedelta)) and not relative:
-        return schedule
-    return maybe_schedule(schedule, relative, app=app)
+def celery_schedule_of(schedule: Any, relative: bool, app: Any, lazy: bool = False) -> Any:
+    """The schedule as a Celery entry holds it, when it matters: a number or a timedelta
+    becomes a Celery ``schedule`` when ``relative`` (or when the entry is ``lazy``, i.e. held
+    in memory anyway); a Celery schedule object is attached to ``app``.  Anything else is
+    returned unchanged."""
+    if isinstance(schedule, (int, float, timedelta)) and not isinstance(schedule, bool):
+        if not relative and not lazy:
+            return schedule
+        return maybe_schedule(schedule, relative, app=app)
+    if isinstance(schedule, CeleryBaseSchedule):
+        return maybe_schedule(schedule, relative, app=app)
+    return schedule
 
 
 def not_convertible(schedule: Any) -> str | None:
@@ -157,6 +161,13 @@ def stored_form(entry_task: Any, schedule: Any, args: Any, kwargs: Any,
     (``None``: it is stored as one of our schedules and ``fields`` are the entry's own)."""
     reason = memory_reason(schedule, args, kwargs)
     if reason is not None:
+        if not isinstance(schedule, CeleryBaseSchedule):
+            # Only a Celery schedule object can be driven in memory (its is_due()).
+            kind = "a celery_beatx schedule" if isinstance(schedule, BaseSchedule) else \
+                f"{safe_repr(schedule, 80)}"
+            raise InvalidSchedule(
+                f"schedule {kind} cannot be used with a BeatLazyFunc in args/kwargs: give a "
+                "number of seconds, a timedelta or a celery.schedules object", "schedule")
         return memory_fields(entry_task, reason, schedule, args, kwargs, options,
                              timezone_name), reason
     options = dict(options or {})

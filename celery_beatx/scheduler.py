@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from celery import beat
+from celery.schedules import BaseSchedule as CeleryBaseSchedule
 from celery.schedules import maybe_schedule
 from celery.utils.time import maybe_make_aware
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -35,7 +36,7 @@ from .beat.feed import Feed, fire_at
 from .beat.heap import Slot, SlotHeap
 from .beat.lease import SINGLE, Leadership
 from .beat.outage import Outage, cause
-from .celery_entries import celery_schedule_of, stored_form
+from .celery_entries import celery_schedule_of, has_lazy, stored_form
 from .clock import utcnow
 from .config import BeatxConfig
 from .definitions import DEFAULTS, TaskInfo, validate_fields
@@ -133,7 +134,8 @@ class Entry(beat.ScheduleEntry):
         self.args = list(args or ())
         self.kwargs = dict(kwargs or {})
         self.options = dict(options or {})
-        if schedule is not None and not isinstance(schedule, BaseSchedule):
+        if isinstance(schedule, (int, float, timedelta, CeleryBaseSchedule)) and \
+                not isinstance(schedule, bool):
             schedule = maybe_schedule(schedule, relative, app=app)
         self.schedule = schedule
         if last_run_at is None and self.celery_driven:
@@ -148,7 +150,7 @@ class Entry(beat.ScheduleEntry):
     @property
     def celery_driven(self) -> bool:
         """Whether the schedule is a Celery schedule object (its own ``is_due()`` decides)."""
-        return self.schedule is not None and not isinstance(self.schedule, BaseSchedule)
+        return isinstance(self.schedule, CeleryBaseSchedule)
 
     @classmethod
     def from_info(cls, info: TaskInfo, app: Any = None,
@@ -481,7 +483,7 @@ class Scheduler(beat.Scheduler):
                      if value.get(k) is not None}
         else:
             raise _Foreign()
-        schedule = celery_schedule_of(schedule, relative, self.app)
+        schedule = celery_schedule_of(schedule, relative, self.app, has_lazy(args, kwargs))
         fields, reason = stored_form(task, schedule, args, kwargs, options,
                                      self.beatx.timezone)
         validate_fields(fields, self.beatx.timezone)
@@ -626,6 +628,8 @@ class Scheduler(beat.Scheduler):
     def _refresh_local(self, names: set[str]) -> None:
         """Apply the stored rows of ``names`` to this beat at once (not at the next poll):
         Celery's API is synchronous."""
+        if self.feed is None:  # set-up: the tasks are loaded afterwards; only anchors
+            names = {n for n in names if n in self._memory}
         if not names:
             return
         assert self.repo is not None
