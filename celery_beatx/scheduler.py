@@ -70,6 +70,9 @@ RECOVER_EVERY = 10.0
 CHORE_SLACK = 0.1
 #: The smallest step between two scheduled times of an in-memory entry.
 _TICK = timedelta(microseconds=1)
+#: An in-memory entry is asked this much before its next check, as Celery's heap times are
+#: (its ``adjust`` drift): the loop wakes that much early.
+_EARLY = timedelta(milliseconds=10)
 
 _MISSING = object()
 
@@ -764,9 +767,9 @@ class Scheduler(beat.Scheduler):
         (Celery's ``is_due`` hook, then the schedule object's own ``is_due()``), each in its
         schedule's own clock.
 
-        A due one gets a plan of one send, scheduled at the time it fell due (the check
-        that found it due), and its last run is that check's time, as Celery's ``reserve``
-        records it.
+        A due one gets a plan of one send, scheduled at the time it fell due (the instant,
+        by its clock, of the check that found it due: its task id derives from it), and its
+        last run is that time too, as Celery's ``reserve`` records it.
         """
         out: list[Slot] = []
         for slot in list(self._heap_slots.memory.values()):
@@ -775,7 +778,7 @@ class Scheduler(beat.Scheduler):
             entry = self._synced(slot)
             try:
                 now = _aware_utc(entry.default_now())
-                if slot.next_at is not None and slot.next_at > now:
+                if slot.next_at is not None and slot.next_at > now + _EARLY:
                     continue
                 try:
                     is_due, nxt = self.is_due(entry)
@@ -792,9 +795,7 @@ class Scheduler(beat.Scheduler):
             if not is_due:
                 slot.next_at = following
                 continue
-            scheduled = slot.next_at or now
-            plans[slot.name] = DuePlan(((scheduled, SCHEDULED),),
-                                       max(following, scheduled + _TICK))
+            plans[slot.name] = DuePlan(((now, SCHEDULED),), max(following, now + _TICK))
             ran_at[slot.name] = now
             out.append(slot)
         return out
@@ -890,6 +891,8 @@ class Scheduler(beat.Scheduler):
                 slot.next_at = nxt
                 slot.fire_at = fire_at(slot.name, nxt, slot.policy)
                 changed.append((slot.name, slot.revision, None, 0, nxt))
+        for slot in self._heap_slots.memory.values():
+            slot.next_at = None  # ask Celery's is_due() again at once
         self._heap_slots.rebuild()
         if changed:
             try:
