@@ -202,10 +202,20 @@ def memory_next_runs(app: Any, name: str, last_run_at: datetime | None, n: int,
     schedule = maybe_schedule(entry["schedule"], entry.get("relative", False), app=app)
     out: list[datetime] = []
     last = last_run_at or start
+    try:
+        now = _aware(schedule.now())
+        # Ask a copy whose clock stands still, so that ``now + remaining`` is exact.
+        # (not copy.copy: Celery's __reduce__ rebuilds with the base class's arguments,
+        # which a subclass's constructor may not take)
+        probe = object.__new__(type(schedule))
+        probe.__dict__.update(vars(schedule))
+        probe.nowfun = lambda: now
+    except Exception as exc:
+        raise InvalidSchedule(f"task {name!r}: {class_path(schedule)}.now() raised "
+                              f"{type(exc).__name__}: {exc}", "schedule") from exc
     while len(out) < n:
         try:
-            remaining = schedule.remaining_estimate(last)
-            now = _aware(schedule.now())
+            remaining = probe.remaining_estimate(last)
         except NotImplementedError:
             raise InvalidSchedule(
                 f"task {name!r}: {class_path(schedule)} has no remaining_estimate(); only its "

@@ -234,7 +234,12 @@ class TasksMixin(AdminBase):
             from ..celery_entries import memory_next_runs
 
             start = require_aware(now, "now") if now is not None else self._now()
-            return memory_next_runs(self.app, name, info.last_run_at, n, start)
+            last = info.last_run_at
+            if last is None:  # beat counts a task that never ran from its creation
+                with self._tx(readonly=True) as session:
+                    created = self._row(session, name).created_at
+                last = created if isinstance(created, datetime) else None
+            return memory_next_runs(self.app, name, last, n, start)
         schedule = info.effective_schedule
         if schedule is None:
             raise InvalidSchedule(f"task {name!r} has an invalid schedule: "
