@@ -312,6 +312,8 @@ class Scheduler(beat.Scheduler):
         self._setting_up = False
         #: Delays (s) the in-memory entries asked this tick answered, for the sleep.
         self._checked: dict[str, float] = {}
+        #: In-memory entries whose ``is_due()`` raised, with the error (said once).
+        self._failing: dict[str, str] = {}
         self._closing = False
         self._outcome: Any = _MISSING
         self._last_poll = float("-inf")
@@ -776,19 +778,19 @@ class Scheduler(beat.Scheduler):
             if len(out) >= limit:
                 break
             entry = self._synced(slot)
+            now = None
             try:
                 now = _aware_utc(entry.default_now())
                 if slot.next_at is not None and slot.next_at > now + _EARLY:
                     continue
-                try:
-                    is_due, nxt = self.is_due(entry)
-                except Exception:
-                    is_due, nxt = self._is_due_failed(entry)
-            except Exception as exc:  # its clock is broken: try again later
-                logger.error("beat: cannot ask %r whether it is due: %s", slot.name, cause(exc))
-                slot.next_at = None
-                self._checked[slot.name] = float(self.max_interval)
+                is_due, nxt = self.is_due(entry)
+            except Exception as exc:  # one broken schedule object must not stop beat
+                self._memory_failed(slot, now, exc)
                 continue
+            if self._failing.pop(slot.name, None) is not None:
+                logger.info("beat: %r answers is_due() again", slot.name)
+                if self.feed is not None:
+                    self.feed.save_marks({slot.name: None})
             delay = _seconds(nxt, float(self.max_interval))
             self._checked[slot.name] = delay
             following = now + timedelta(seconds=delay)
@@ -800,15 +802,23 @@ class Scheduler(beat.Scheduler):
             out.append(slot)
         return out
 
-    def _is_due_failed(self, entry: Any) -> tuple[bool, float]:
-        """An entry's ``is_due()`` raised: log it and ask again after :attr:`max_interval`
-        (Celery's own handling where it has one)."""
-        handler = getattr(super(), "_is_due_failed", None)
-        if handler is not None:
-            return handler(entry)  # type: ignore[no-any-return]
-        logger.error("beat: cannot calculate the next run of %r, trying again in %s s",
-                     entry.name, self.max_interval, exc_info=True)
-        return False, float(self.max_interval)
+    def _memory_failed(self, slot: Slot, now: datetime | None, exc: Exception) -> None:
+        """An in-memory entry's clock or ``is_due()`` raised: ask again after
+        :attr:`max_interval`, as Celery does.  The first failure (and each new error) is
+        logged with its traceback and marks the task invalid (a critical alert); the same
+        error again is only logged at debug level.  The mark is cleared when it answers."""
+        reason = f"is_due() raised {type(exc).__name__}: {exc}"
+        wait = float(self.max_interval)
+        slot.next_at = now + timedelta(seconds=wait) if now is not None else None
+        self._checked[slot.name] = wait
+        if self._failing.get(slot.name) == reason:
+            logger.debug("beat: %r: %s (again)", slot.name, reason)
+            return
+        self._failing[slot.name] = reason
+        logger.error("beat: cannot ask %r whether it is due; trying again every %g s: %s",
+                     slot.name, wait, reason, exc_info=exc)
+        if self.feed is not None:
+            self.feed.save_marks({slot.name: reason})
 
     def _wait(self) -> float:
         """How long the loop may sleep: until the next fire time or check, the next change

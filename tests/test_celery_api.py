@@ -390,3 +390,36 @@ def test_a_send_that_raises_is_logged_and_recorded_as_failed(live_app, db_url, c
     assert "Message Error" in caplog.text and "no route" in caplog.text
     assert sorted((r.task_name, r.status) for r in runs(db_url)) == [
         ("x", "send_failed"), ("y", "send_failed")]
+
+
+class Flaky(CeleryBaseSchedule):
+    """``is_due`` raises while ``broken`` is set; due every 5 s otherwise."""
+
+    broken = True
+
+    def is_due(self, last_run_at):
+        if Flaky.broken:
+            raise RuntimeError("ephemeris unavailable")
+        elapsed = (self.now() - self.maybe_make_aware(last_run_at)).total_seconds()
+        return schedstate(elapsed >= 5, 1.0)
+
+
+def test_an_is_due_that_raises_marks_the_task_invalid_and_beat_goes_on(
+        live_app, db_url, clock, queue_name, caplog):
+    live_app.conf.beat_schedule = {"flaky": {"task": "proj.flaky", "schedule": Flaky()},
+                                   "fine": {"task": "proj.fine", "schedule": 5.0}}
+    Flaky.broken = True
+    beat = make(live_app, clock)
+    admin = BeatAdmin(url=db_url, clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="celery_beatx"):
+        run_for(beat, clock, 6)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "ephemeris unavailable" in errors[0].getMessage()
+    assert admin.get("flaky").invalid_reason == \
+        "is_due() raised RuntimeError: ephemeris unavailable"
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.fine"]
+    Flaky.broken = False
+    run_for(beat, clock, 2)
+    beat.close()
+    assert admin.get("flaky").invalid_reason is None
+    assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.flaky"]
