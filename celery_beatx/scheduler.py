@@ -8,6 +8,12 @@ This class is Celery's interface and the glue between Celery and the parts of th
 the record -> send -> confirm path (:mod:`~celery_beatx.beat.dispatch`).  Every send goes
 through Celery's own chain ``apply_entry`` -> ``apply_async`` -> ``send_task``, so subclass
 overrides and integrations that patch them keep working.
+
+Celery's runtime API (``add``, ``update_from_dict``, ``merge_inplace``, the ``schedule``
+setter) writes through to the database as config tasks.  Entries whose Celery schedule has no
+exact equivalent among ours (:mod:`celery_beatx.celery_entries`) are held here in memory and
+asked their own ``is_due()`` every tick, in their schedule's clock; their sends take the same
+record -> send -> confirm path.
 """
 
 from __future__ import annotations
