@@ -790,6 +790,9 @@ class Scheduler(beat.Scheduler):
                 if slot.next_at is not None and slot.next_at > now + _EARLY:
                     continue
                 is_due, nxt = self.is_due(entry)
+                # Read the clock again, as Celery's reserve does after is_due(): the run's
+                # time must not be before the instant is_due() judged.
+                now = _aware_utc(entry.default_now())
             except Exception as exc:  # one broken schedule object must not stop beat
                 self._memory_failed(slot, now, exc)
                 continue
