@@ -316,6 +316,9 @@ class Scheduler(beat.Scheduler):
         #: Entries ``install_default_entries`` gives while the config is read at set-up.
         self._collecting: dict[str, Any] | None = None
         self._setting_up = False
+        #: Writes made before set-up connected (a subclass's setup_schedule calling add()
+        #: before ours): applied right after the config is synced.
+        self._early: list[tuple[dict[str, Any], dict[str, Any]]] = []
         #: Delays (s) the in-memory entries asked this tick answered, for the sleep.
         self._checked: dict[str, float] = {}
         #: In-memory entries whose ``is_due()`` raised, with the error (said once).
@@ -333,12 +336,14 @@ class Scheduler(beat.Scheduler):
         self.leadership: Leadership | None = None
         self.feed: Feed | None = None
         self.dispatcher: Dispatcher | None = None
-        super().__init__(app, *args, lazy=lazy, **kwargs)
+        super().__init__(app, *args, lazy=True, **kwargs)
         # Beat must wake at least every sync interval to read changes and keep its lease: the
         # loop interval (``beat_max_loop_interval``) defaults to it and never exceeds it, as
         # django-celery-beat's does for its own polling.
         given = kwargs.get("max_interval") or app.conf.beat_max_loop_interval
         self.max_interval = min(given or self.beatx.sync_interval, self.beatx.sync_interval)
+        if not lazy:
+            self._ensure_setup()
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -362,6 +367,9 @@ class Scheduler(beat.Scheduler):
             self._heap_slots.clear()
             self.data = self._view
             self.sync_config(self._config_entries())
+            early, self._early = self._early, []
+            for entries, options in early:
+                self._write(entries, **options)
         finally:
             self._setting_up = False
         feed = self.feed = Feed(self.repo, self._heap_slots, self.clock, logger,
@@ -387,7 +395,11 @@ class Scheduler(beat.Scheduler):
     def _ensure_setup(self) -> None:
         """Set up a scheduler built with ``lazy=True`` on its first real use."""
         if self.engine is None and not self._setting_up:
-            self.setup_schedule()
+            self._setting_up = True  # a subclass's setup_schedule may call add() first
+            try:
+                self.setup_schedule()
+            finally:
+                self._setting_up = False
 
     def _wait_for_schema(self) -> None:
         """Migrate (or check) the schema, waiting while the database is unreachable."""
@@ -521,7 +533,11 @@ class Scheduler(beat.Scheduler):
         if not isinstance(entries, Mapping):
             raise InvalidSchedule(f"schedule {entries!r:.80} is not a mapping", "schedule")
         self._ensure_setup()
-        assert self.admin is not None
+        if self.admin is None:  # called by a subclass's setup_schedule before ours ran
+            self._early.append((dict(entries), dict(strict=strict, replace=replace,
+                                                   states=states, where=where,
+                                                   keep_foreign=keep_foreign)))
+            return
         specs: dict[str, _Spec] = {}
         foreign: dict[str, Any] = {}
         for name, value in entries.items():

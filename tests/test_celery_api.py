@@ -423,3 +423,24 @@ def test_an_is_due_that_raises_marks_the_task_invalid_and_beat_goes_on(
     beat.close()
     assert admin.get("flaky").invalid_reason is None
     assert [m["headers"]["task"] for m in drain(queue_name)] == ["proj.flaky"]
+
+
+def test_a_subclass_may_add_entries_before_and_after_setting_up(app, db_url, clock):
+    class Adding(Scheduler):
+        def setup_schedule(self):
+            self.add(name="early", task="proj.early", schedule=10.0)
+            super().setup_schedule()
+            self.add(name="late", task="proj.late", schedule=10.0)
+
+    app.conf.beat_schedule = {"cfg": {"task": "proj.cfg", "schedule": 10.0}}
+    beat = Adding(app, clock=clock)
+    assert set(beat.schedule) == {"cfg", "early", "late"}
+    beat.close()
+    admin = BeatAdmin(url=db_url, clock=clock)
+    assert {(t.name, t.source, t.enabled) for t in admin.list()} == {
+        ("cfg", "config", True), ("early", "config", True), ("late", "config", True)}
+    lazy = Adding(app, clock=clock, lazy=True)  # set up on first use, as celery beat does
+    assert set(lazy.schedule) == set()
+    lazy.tick()
+    assert set(lazy.schedule) == {"cfg", "early", "late"}
+    lazy.close()
