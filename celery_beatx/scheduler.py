@@ -8,37 +8,56 @@ This class is Celery's interface and the glue between Celery and the parts of th
 the record -> send -> confirm path (:mod:`~celery_beatx.beat.dispatch`).  Every send goes
 through Celery's own chain ``apply_entry`` -> ``apply_async`` -> ``send_task``, so subclass
 overrides and integrations that patch them keep working.
+
+Celery's runtime API (``add``, ``update_from_dict``, ``merge_inplace``, the ``schedule``
+setter) writes through to the database as config tasks.  Entries whose Celery schedule has no
+exact equivalent among ours (:mod:`celery_beatx.celery_entries`) are held here in memory and
+asked their own ``is_due()`` every tick, in their schedule's clock; their sends take the same
+record -> send -> confirm path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from celery import beat
-from celery.schedules import crontab as celery_crontab
+from celery.schedules import BaseSchedule as CeleryBaseSchedule
+from celery.schedules import maybe_schedule
+from celery.utils.time import maybe_make_aware
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .admin import BeatAdmin
 from .beat.dispatch import BROKER_DOWN, DROPPED, FAILED, SENT, Dispatcher, Send, run_task_id
 from .beat.feed import Feed, fire_at
 from .beat.followups import Followups
-from .beat.heap import SlotHeap
+from .beat.heap import Slot, SlotHeap
 from .beat.lease import SINGLE, Leadership
 from .beat.outage import Outage, cause
+from .celery_entries import celery_schedule_of, has_lazy, stored_form
 from .clock import utcnow
 from .config import BeatxConfig
-from .definitions import DEFAULTS, TaskInfo, config_entry_fields, validate_fields
-from .errors import SchemaOutOfDate, TaskExists
+from .definitions import (
+    DEFAULTS,
+    EXTRA_ENTRY_FIELDS,
+    TaskInfo,
+    config_entry_fields,
+    validate_fields,
+)
+from .errors import InvalidSchedule, SchemaOutOfDate, TaskExists, TaskNotFound
 from .migrate import ensure_schema
+from .policies import SCHEDULED, DuePlan
 from .schedules import BaseSchedule
+from .schedules.convert import safe_repr
 from .store.engine import make_engine
 from .store.repository import Repository
 from .store.rows import checked_definition
@@ -56,7 +75,31 @@ CLOCK_JUMP = 5.0
 #: How often the leader looks for runs other beats left pending.
 RECOVER_EVERY = 10.0
 
+#: A chore (poll, lease, retry) due within this fraction of ``max_interval`` before the end
+#: of a full sleep waits for that sleep (see :meth:`Scheduler._wait`).
+CHORE_SLACK = 0.1
+#: The smallest step between two scheduled times of an in-memory entry.
+_TICK = timedelta(microseconds=1)
+#: An in-memory entry is asked this much before its next check, as Celery's heap times are
+#: (its ``adjust`` drift): the loop wakes that much early.
+_EARLY = timedelta(milliseconds=10)
+
 _MISSING = object()
+
+
+def _aware_utc(value: datetime) -> datetime:
+    """An aware UTC datetime (a naive one is UTC, as Celery reads it)."""
+    return maybe_make_aware(value).astimezone(UTC)
+
+
+def _seconds(value: Any, default: float) -> float:
+    """A delay Celery's ``is_due()`` returned, in seconds (``default`` when it gave none)."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value):
+        return default
+    return max(float(value), 0.0)
 
 
 @contextlib.contextmanager
@@ -81,8 +124,15 @@ def signals_deferred() -> Iterator[None]:
 
 
 class Entry(beat.ScheduleEntry):
-    """A task as Celery's interface shows it: built from its database row when asked for
-    (beat itself keeps only a compact slot per task, see :mod:`celery_beatx.beat.heap`)."""
+    """A task as Celery's interface shows it.
+
+    Built from its database row when asked for (beat itself keeps only a compact slot per
+    task, see :mod:`celery_beatx.beat.heap`), or, for a task driven in memory by a Celery
+    schedule object of its own, the Celery entry itself.  As in Celery, a number or a
+    ``timedelta`` given as ``schedule`` becomes a Celery ``schedule`` (with ``relative``) and
+    a Celery schedule object is attached to ``app``; a Celery entry without ``last_run_at``
+    counts from now by its schedule's clock.
+    """
 
     def __init__(self, name: str | None = None, task: str | None = None,
                  last_run_at: datetime | None = None, total_run_count: int | None = None,
@@ -90,20 +140,30 @@ class Entry(beat.ScheduleEntry):
                  options: Mapping[str, Any] | None = None, relative: bool = False,
                  app: Any = None, next_run_at: datetime | None = None,
                  info: TaskInfo | None = None, revision: int = 0) -> None:
-        # Celery's constructor would set ``schedule.app`` on our immutable schedules.
+        # Not Celery's constructor: it would set ``schedule.app`` on our immutable schedules.
         self.app = app
         self.name = name
         self.task = task
         self.args = list(args or ())
         self.kwargs = dict(kwargs or {})
         self.options = dict(options or {})
+        if isinstance(schedule, (int, float, timedelta, CeleryBaseSchedule)) and \
+                not isinstance(schedule, bool):
+            schedule = maybe_schedule(schedule, relative, app=app)
         self.schedule = schedule
+        if last_run_at is None and self.celery_driven:
+            last_run_at = self.default_now()
         self.last_run_at = last_run_at
         self.total_run_count = total_run_count or 0
         self.next_run_at = next_run_at
         self.info = info
         #: The definition revision this entry was built from.
         self.revision = revision
+
+    @property
+    def celery_driven(self) -> bool:
+        """Whether the schedule is a Celery schedule object (its own ``is_due()`` decides)."""
+        return isinstance(self.schedule, CeleryBaseSchedule)
 
     @classmethod
     def from_info(cls, info: TaskInfo, app: Any = None,
@@ -117,13 +177,30 @@ class Entry(beat.ScheduleEntry):
                        "options", "queue", "priority", "expires", "headers")}),
                    app=app, next_run_at=info.next_run_at, info=info, revision=info.revision)
 
+    def default_now(self) -> datetime:
+        """Now, by the schedule's clock (Celery's ``nowfun``/``app.now``) when it has one."""
+        if self.celery_driven:
+            return self.schedule.now()  # type: ignore[no-any-return,union-attr]
+        if self.app is not None:
+            return self.app.now()  # type: ignore[no-any-return]
+        return utcnow()
+
+    _default_now = default_now
+
     def is_due(self) -> tuple[bool, float]:  # type: ignore[override]
-        """Celery-compatible ``(is_due, seconds_to_next)`` from the stored next run."""
+        """Celery's ``(is_due, seconds_to_next)``: the schedule object's own answer for a
+        Celery schedule, else from the stored next run."""
+        if self.celery_driven:
+            return self.schedule.is_due(self.last_run_at)  # type: ignore[no-any-return,union-attr]
         now = utcnow()
         if self.next_run_at is None:
             return False, float("inf")
         wait = (self.next_run_at - now).total_seconds()
         return wait <= 0, max(wait, 0.0)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        # ``dict(entry)`` (Celery's way of copying an entry) leaves out private state.
+        return iter([(k, v) for k, v in vars(self).items() if not k.startswith("_")])
 
     def __reduce__(self) -> Any:
         return self.__class__, (self.name, self.task, self.last_run_at, self.total_run_count,
@@ -144,23 +221,60 @@ def send_options(fields: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-class _ScheduleView(Mapping[str, Entry]):
-    """Celery's ``scheduler.schedule``: the enabled tasks beat holds, as entries built on
-    access (so that holding 100,000 tasks does not mean 100,000 entry objects)."""
+@dataclass
+class _Spec:
+    """One entry given to the runtime API (or from ``beat_schedule``), ready to write."""
+
+    fields: dict[str, Any]
+    #: The Celery entry beat drives in memory, or None (stored as one of our schedules).
+    entry: Entry | None
+    #: ``last_run_at`` / ``total_run_count`` given explicitly (used for a new task).
+    state: dict[str, Any]
+
+
+class _Foreign(Exception):
+    """A value in the schedule mapping that is neither an entry nor an entry's dict."""
+
+
+class _ScheduleView(MutableMapping[str, Any]):
+    """Celery's ``scheduler.schedule`` (and ``scheduler.data``): the tasks this beat holds,
+    as entries built on access (so that holding 100,000 tasks does not mean 100,000 entry
+    objects).  Writing to it writes through to the database like an admin change (see
+    :meth:`Scheduler.add`); a value that is not an entry is kept as given, as Celery keeps
+    it, and never sent."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
 
-    def __getitem__(self, name: str) -> Entry:
-        if name not in self._scheduler._heap_slots:
+    def __getitem__(self, name: str) -> Any:
+        scheduler = self._scheduler
+        if name in scheduler._foreign:
+            return scheduler._foreign[name]
+        if name not in scheduler._heap_slots:
             raise KeyError(name)
-        return self._scheduler._entry_for(name)
+        return scheduler._entry_for(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._scheduler._foreign or name in self._scheduler._heap_slots
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._scheduler._heap_slots.slots))
+        names = list(self._scheduler._heap_slots.slots)
+        return iter(names + [n for n in self._scheduler._foreign if n not in names])
 
     def __len__(self) -> int:
-        return len(self._scheduler._heap_slots)
+        slots = self._scheduler._heap_slots
+        return len(slots) + sum(n not in slots for n in self._scheduler._foreign)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._scheduler._write({name: value}, strict=True, keep_foreign=True)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._scheduler._drop([name])
+
+    def __repr__(self) -> str:
+        return f"<schedule of {len(self)} task(s)>"
 
 
 class Scheduler(beat.Scheduler):
@@ -173,8 +287,24 @@ class Scheduler(beat.Scheduler):
                  **kwargs: Any) -> None:
         self.schedule_filename = schedule_filename
         self.beatx = BeatxConfig.from_app(app, schedule_filename)
-        self.clock = clock or utcnow
+        #: Beat's clock: Celery's ``app.now()`` (in UTC) unless a test injects one.
+        self.clock = clock or (lambda: _aware_utc(app.now()))
         self._heap_slots = SlotHeap()
+        self._view = _ScheduleView(self)
+        #: Celery entries driven in memory by their own schedule object, by task name.
+        self._memory: dict[str, Entry] = {}
+        #: Values put in the schedule mapping that are not entries (kept, never sent).
+        self._foreign: dict[str, Any] = {}
+        #: Entries ``install_default_entries`` gives while the config is read at set-up.
+        self._collecting: dict[str, Any] | None = None
+        self._setting_up = False
+        #: Writes made before set-up connected (a subclass's setup_schedule calling add()
+        #: before ours): applied right after the config is synced.
+        self._early: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        #: Delays (s) the in-memory entries asked this tick answered, for the sleep.
+        self._checked: dict[str, float] = {}
+        #: In-memory entries whose ``is_due()`` raised, with the error (said once).
+        self._failing: dict[str, str] = {}
         self._closing = False
         self._outcome: Any = _MISSING
         self._last_poll = float("-inf")
@@ -191,24 +321,44 @@ class Scheduler(beat.Scheduler):
         self.feed: Feed | None = None
         self.dispatcher: Dispatcher | None = None
         self.followups: Followups | None = None
-        super().__init__(app, *args, lazy=lazy, **kwargs)
-        # Beat must wake at least every sync interval to read changes and renew its lease.
-        self.max_interval = min(self.max_interval, self.beatx.sync_interval)
+        super().__init__(app, *args, lazy=True, **kwargs)
+        # Beat must wake at least every sync interval to read changes and keep its lease: the
+        # loop interval (``beat_max_loop_interval``) defaults to it and never exceeds it, as
+        # django-celery-beat's does for its own polling.
+        given = kwargs.get("max_interval") or app.conf.beat_max_loop_interval
+        self.max_interval = min(given or self.beatx.sync_interval, self.beatx.sync_interval)
+        if not lazy:
+            self._ensure_setup()
 
     # -- set-up --------------------------------------------------------------------------
 
     def setup_schedule(self) -> None:
         """Connect (waiting for the database), migrate (or refuse), sync ``beat_schedule``,
         and wire the loop.  Tasks are loaded once this beat may send (leader or single)."""
-        self.engine = make_engine(self.beatx.database_url, self.beatx.engine_options)
-        self._wait_for_schema()
-        self.repo = Repository(self.engine)
-        self.admin = BeatAdmin(engine=self.engine, clock=self.clock, auto_migrate=False,
-                               instance_id=self.beatx.instance_id)
-        self.admin._schema_checked = True
-        self.admin.timezone = self.beatx.timezone
-        self.sync_config(self._config_entries())
-        feed = self.feed = Feed(self.repo, self._heap_slots, self.clock, logger)
+        self._setting_up = True
+        try:
+            self.engine = make_engine(self.beatx.database_url, self.beatx.engine_options)
+            self._wait_for_schema()
+            self.repo = Repository(self.engine)
+            self.admin = BeatAdmin(app=None, engine=self.engine, clock=self.clock,
+                                   auto_migrate=False, instance_id=self.beatx.instance_id)
+            self.admin.app = self.app
+            self.admin._schema_checked = True
+            self.admin._writes_memory_entries = True
+            self.admin.timezone = self.beatx.timezone
+            self.feed = None
+            self._memory.clear()
+            self._foreign.clear()
+            self._heap_slots.clear()
+            self.data = self._view
+            self.sync_config(self._config_entries())
+            early, self._early = self._early, []
+            for entries, options in early:
+                self._write(entries, **options)
+        finally:
+            self._setting_up = False
+        feed = self.feed = Feed(self.repo, self._heap_slots, self.clock, logger,
+                                memory_entry=self._memory.get)
         lease = self.beatx.lease_seconds
         self.leadership = Leadership(
             self.repo, self.beatx.instance_id, ha=self.beatx.ha, lease_seconds=lease,
@@ -223,11 +373,21 @@ class Scheduler(beat.Scheduler):
             instance_id=self.beatx.instance_id, max_in_flight=self.beatx.max_in_flight,
             grace=max(5.0, 2 * self.beatx.sync_interval),
             starting_deadline=float(deadline) if deadline is not None else None,
-            history_keep=self.beatx.history_keep, closing=lambda: self._closing)
+            history_keep=self.beatx.history_keep, memory_entry=self._memory.get,
+            closing=lambda: self._closing)
         self.followups = Followups(
             self.repo, self.leadership, queue=self.dispatcher.unsent.append, db=self.db,
             logger=logger, instance_id=self.beatx.instance_id, clock=self.clock)
         self.leadership.maintain()
+
+    def _ensure_setup(self) -> None:
+        """Set up a scheduler built with ``lazy=True`` on its first real use."""
+        if self.engine is None and not self._setting_up:
+            self._setting_up = True  # a subclass's setup_schedule may call add() first
+            try:
+                self.setup_schedule()
+            finally:
+                self._setting_up = False
 
     def _wait_for_schema(self) -> None:
         """Migrate (or check) the schema, waiting while the database is unreachable."""
@@ -250,16 +410,20 @@ class Scheduler(beat.Scheduler):
             return
 
     def _config_entries(self) -> dict[str, Any]:
+        """``beat_schedule`` plus the entries :meth:`install_default_entries` adds (Celery's
+        ``celery.backend_cleanup``, or a subclass's own): beat stores them all as config."""
         entries = dict(self.app.conf.beat_schedule or {})
-        if self.app.conf.result_expires and not self.app.backend.supports_autoexpire:
-            entries.setdefault("celery.backend_cleanup", {
-                "task": "celery.backend_cleanup",
-                "schedule": celery_crontab("0", "4", "*"),
-                "options": {"expires": 12 * 3600},
-            })
+        collected: dict[str, Any] = {}
+        self._collecting = collected
+        try:
+            self.install_default_entries(entries)
+        finally:
+            self._collecting = None
+        for name, entry in collected.items():
+            entries.setdefault(name, entry)
         return entries
 
-    def sync_config(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    def sync_config(self, entries: Mapping[str, Any]) -> None:
         """Store ``beat_schedule`` entries as ``source="config"`` tasks.
 
         New entries are added and changed ones updated (a new version).  A config task no
@@ -268,37 +432,244 @@ class Scheduler(beat.Scheduler):
         otherwise left alone, so one disabled through the admin API stays disabled across
         restarts.  A broken entry is logged and skipped; the others are still synced.
         """
+        self._write(entries, strict=False, replace=True, where="beat_schedule")
+
+    # -- Celery's runtime API: written through to the database -------------------------------
+
+    def add(self, **kwargs: Any) -> Entry:
+        """Celery's ``Scheduler.add(**entry)``: add or change the task ``name`` now.
+
+        The entry is stored as a ``source="config"`` task, exactly like a ``beat_schedule``
+        entry (see :meth:`sync_config`), and takes effect like an admin change; an existing
+        task keeps its state (last run, run count).  ``last_run_at`` and
+        ``total_run_count``, when given, are the state of a new task.  A task of that name
+        created through the admin API is left alone (a warning is logged).
+
+        :raises InvalidSchedule: the entry is invalid (nothing is written).
+        """
+        entry = self.Entry(app=self.app, **kwargs)
+        state = {k: kwargs[k] for k in ("last_run_at", "total_run_count")
+                 if kwargs.get(k) is not None}
+        self._write({entry.name: entry}, strict=True, states={entry.name: state})  # type: ignore[dict-item]
+        if self._collecting is None and entry.name in self._view:
+            return self._view[entry.name]  # type: ignore[no-any-return]
+        return entry
+
+    def update_from_dict(self, dict_: Mapping[str, Any]) -> None:
+        """Celery's ``update_from_dict``: add or change these entries (as :meth:`add`).
+
+        :raises InvalidSchedule: an entry is invalid (nothing is written).
+        """
+        self._write(dict_, strict=True)
+
+    def merge_inplace(self, b: Mapping[str, Any]) -> None:
+        """Celery's ``merge_inplace``: the schedule becomes ``b``.
+
+        Entries of ``b`` are added or changed (as :meth:`add`); config tasks that are not in
+        ``b`` are disabled and marked ``config-removed`` (never deleted), as at start-up
+        for entries removed from ``beat_schedule``.  Tasks created through the admin API are
+        never changed or stopped by it.  A broken entry is logged and skipped.
+        """
+        self._write(b, strict=False, replace=True, where="merge_inplace")
+
+    def reserve(self, entry: Any) -> Any:
+        """The entry after a send (Celery's ``reserve``).  Beat's record step advances the
+        stored state of the task, so the schedule mapping is not written here."""
+        return next(entry)
+
+    def _spec(self, name: Any, value: Any) -> _Spec:
+        """Check one runtime-API (or ``beat_schedule``) entry and say how to store it."""
+        validate_fields({"name": name})
+        state: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        if isinstance(value, beat.ScheduleEntry):
+            task, schedule, relative = value.task, value.schedule, False
+            args, kwargs, options = value.args, value.kwargs, value.options
+        elif isinstance(value, Mapping):
+            # the shape of options, and the extra keys that have a field of ours
+            extra = {k: v for k, v in config_entry_fields(value, str(name)).items()
+                     if k in EXTRA_ENTRY_FIELDS}
+            task, schedule = value.get("task"), value.get("schedule")
+            relative = bool(value.get("relative", False))
+            args, kwargs = value.get("args") or (), value.get("kwargs") or {}
+            options = value.get("options") or {}
+            state = {k: value[k] for k in ("last_run_at", "total_run_count")
+                     if value.get(k) is not None}
+        else:
+            raise _Foreign()
+        schedule = celery_schedule_of(schedule, relative, self.app, has_lazy(args, kwargs))
+        fields, reason = stored_form(task, schedule, args, kwargs, options,
+                                     self.beatx.timezone)
+        fields.update(extra)
+        validate_fields(fields, self.beatx.timezone)
+        entry = None
+        if reason is not None:
+            entry = self.Entry(name=name, task=task, schedule=schedule, args=args,
+                               kwargs=kwargs, options=options, app=self.app)
+        return _Spec(fields, entry, state)
+
+    def _write(self, entries: Mapping[str, Any], *, strict: bool, replace: bool = False,
+               states: Mapping[str, Mapping[str, Any]] | None = None,
+               where: str = "schedule", keep_foreign: bool = False) -> None:
+        """Write entries through to the database as config tasks and apply them here.
+
+        ``strict``: an invalid entry raises before anything is written (the runtime API);
+        otherwise it is logged and skipped (``beat_schedule``).  ``replace``: config tasks
+        not in ``entries`` are disabled (``config-removed``).  ``keep_foreign``: a value
+        that is not an entry at all is kept in the mapping as given, as a dict keeps it
+        (the ``schedule`` setter and item assignment), instead of being invalid.
+        """
+        if self._collecting is not None:
+            self._collecting.update(entries)
+            return
+        if not isinstance(entries, Mapping):
+            raise InvalidSchedule(f"schedule {entries!r:.80} is not a mapping", "schedule")
+        self._ensure_setup()
+        if self.admin is None:  # called by a subclass's setup_schedule before ours ran
+            self._early.append((dict(entries), dict(strict=strict, replace=replace,
+                                                   states=states, where=where,
+                                                   keep_foreign=keep_foreign)))
+            return
+        specs: dict[str, _Spec] = {}
+        foreign: dict[str, Any] = {}
+        for name, value in entries.items():
+            try:
+                specs[name] = self._spec(name, value)
+            except _Foreign:
+                if keep_foreign:
+                    foreign[name] = value
+                    continue
+                error = InvalidSchedule(f"entry {safe_repr(value, 80)} is not a mapping",
+                                        "entry")
+                if strict:
+                    raise error from None
+                logger.error("beat: %s entry %r is invalid and skipped: %s", where, name,
+                             error)
+            except Exception as exc:
+                if strict:
+                    raise
+                logger.error("beat: %s entry %r is invalid and skipped: %s", where, name, exc)
+        for name, state in (states or {}).items():
+            if name in specs:
+                specs[name].state.update(state)
+        existing: dict[str, TaskInfo] | None = None
+        if replace:
+            existing = {t.name: t for source in (CONFIG, CONFIG_REMOVED)
+                        for t in self.admin.list(source=source)}
+        touched: set[str] = set()
+        for name, spec in specs.items():
+            try:
+                current = existing.get(name) if existing is not None else self._task(name)
+                self._write_one(name, spec, current)
+            except TaskExists:
+                self._memory.pop(name, None)
+                logger.warning("beat: %s entry %r is ignored: a task of that name was added "
+                               "through the admin API", where, name)
+            except Exception as exc:
+                if strict:
+                    raise
+                logger.error("beat: %s entry %r is invalid and skipped: %s", where, name, exc)
+            else:
+                touched.add(name)
+        if existing is not None:
+            for name, info in existing.items():
+                if info.source == CONFIG and name not in entries:
+                    logger.info("beat: %r left %s; disabling it", name, where)
+                    self.admin._set_source(name, CONFIG_REMOVED, enabled=False)
+                    touched.add(name)
+            for name in [n for n in self._memory if n not in entries]:
+                del self._memory[name]
+            self._foreign = {n: v for n, v in self._foreign.items() if n in entries}
+        if foreign:
+            self._drop([n for n in foreign if n not in self._foreign], refresh=False)
+            for name, value in foreign.items():
+                logger.error("beat: %s entry %r is %s, not an entry: it is kept as given "
+                             "(as Celery keeps it) and never sent", where, name,
+                             safe_repr(value, 80))
+                self._foreign[name] = value
+            touched.update(foreign)
+        self._refresh_local(touched)
+
+    def _task(self, name: str) -> TaskInfo | None:
+        assert self.admin is not None
+        try:
+            return self.admin.get(name)
+        except TaskNotFound:
+            return None
+
+    def _write_one(self, name: str, spec: _Spec, current: TaskInfo | None) -> None:
         assert self.admin is not None
         admin = self.admin
-        existing = {t.name: t for source in (CONFIG, CONFIG_REMOVED)
-                    for t in admin.list(source=source)}
-        for name, entry in entries.items():
-            try:
-                fields = config_entry_fields(entry, name)
-                current = existing.get(name)
-                if current is None:
-                    admin.add(name, fields.pop("task"), fields.pop("schedule"),
-                              source=CONFIG, **fields)
+        fields = dict(spec.fields)
+        if current is None:
+            admin.add(name, fields.pop("task"), fields.pop("schedule"), source=CONFIG,
+                      **fields)
+            if spec.state:
+                admin._seed_state(name, **spec.state)
+        else:
+            if current.source not in (CONFIG, CONFIG_REMOVED):
+                raise TaskExists(f"task {name!r} exists already")
+            wanted = dict(DEFAULTS)
+            wanted.update(validate_fields(fields, self.beatx.timezone))
+            definition = current.definition()
+            if any(definition.get(k) != v for k, v in wanted.items()):
+                admin.update(name, **fields)
+            if current.source == CONFIG_REMOVED:
+                logger.info("beat: %r is back in the schedule; enabling it", name)
+                admin._set_source(name, CONFIG, enabled=True)
+        self._foreign.pop(name, None)
+        if spec.entry is not None:
+            self._memory[name] = spec.entry
+        else:
+            self._memory.pop(name, None)
+
+    def _drop(self, names: list[str], refresh: bool = True) -> None:
+        """Take tasks out of the schedule (Celery's ``del schedule[name]``): a config task is
+        disabled and marked ``config-removed``; a task of the admin API is left alone."""
+        assert self.admin is not None
+        touched = set()
+        for name in names:
+            self._foreign.pop(name, None)
+            self._memory.pop(name, None)
+            info = self._task(name)
+            if info is None:
+                continue
+            if info.source == CONFIG:
+                logger.info("beat: %r was removed from the schedule; disabling it", name)
+                self.admin._set_source(name, CONFIG_REMOVED, enabled=False)
+                touched.add(name)
+            elif info.source != CONFIG_REMOVED:
+                logger.warning("beat: %r is not removed from the schedule: it was added "
+                               "through the admin API", name)
+        if refresh:
+            self._refresh_local(touched)
+
+    def _refresh_local(self, names: set[str]) -> None:
+        """Apply the stored rows of ``names`` to this beat at once (not at the next poll):
+        Celery's API is synchronous."""
+        if self.feed is None:  # set-up: the tasks are loaded afterwards; only anchors
+            names = {n for n in names if n in self._memory}
+        if not names:
+            return
+        assert self.repo is not None
+        marks: dict[str, str | None] = {}
+        with self.repo.transaction(readonly=True) as session:
+            rows = {row.name: row for row in self.repo.get_tasks(session, sorted(names))}
+            for name in names:
+                row = rows.get(name)
+                entry = self._memory.get(name)
+                if entry is not None and row is not None and \
+                        isinstance(row.created_at, datetime):
+                    # A Celery entry that never ran counts from when its task was created.
+                    entry._anchor = row.created_at  # type: ignore[attr-defined]
+                if self.feed is None:
                     continue
-                changes = validate_fields(fields, self.beatx.timezone)
-                wanted = dict(DEFAULTS)
-                wanted.update(changes)
-                definition = current.definition()
-                if any(definition.get(k) != v for k, v in wanted.items()):
-                    admin.update(name, **fields)
-                if current.source == CONFIG_REMOVED:
-                    logger.info("beat: %r is back in beat_schedule; enabling it", name)
-                    admin._set_source(name, CONFIG, enabled=True)
-            except TaskExists:
-                logger.warning("beat: beat_schedule entry %r is ignored: a task of that "
-                               "name was added through the admin API", name)
-            except Exception as exc:  # one bad entry must not keep beat from starting
-                logger.error("beat: beat_schedule entry %r is invalid and skipped: %s",
-                             name, exc)
-        for name, info in existing.items():
-            if info.source == CONFIG and name not in entries:
-                logger.info("beat: %r left beat_schedule; disabling it", name)
-                admin._set_source(name, CONFIG_REMOVED, enabled=False)
+                if row is None:
+                    self._heap_slots.remove(name)
+                else:
+                    self.feed.apply_row(row, marks)
+        if self.feed is not None:
+            self.feed.save_marks(marks)
 
     # -- leadership ----------------------------------------------------------------------
 
@@ -351,11 +722,17 @@ class Scheduler(beat.Scheduler):
         return count
 
     def tick(self, *args: Any, **kwargs: Any) -> float:  # type: ignore[override]
-        """One iteration: keep the lease, read changes, send what is due; returns how long
-        to sleep (0 after a send, to come straight back)."""
+        """One iteration: keep the lease, read changes, send what is due.
+
+        Returns how long to sleep, as Celery's does: 0 after handling due tasks (to come
+        straight back), else the time to the next fire time or check (less Celery's 10 ms
+        drift, :meth:`adjust`), at most :attr:`max_interval`.
+        """
+        self._ensure_setup()
         if self._closing:
             # Closed by the shutdown signal handler while a driver swallowed its SystemExit.
             raise SystemExit()
+        self._checked = {}
         leadership, dispatcher = self.leadership, self.dispatcher
         assert leadership is not None and dispatcher is not None
         self._check_clock()
@@ -406,33 +783,127 @@ class Scheduler(beat.Scheduler):
                 sent = dispatcher.drain_unsent()
             return 0.0 if sent or dispatcher.unsent else self._wait()
         due = self._heap_slots.pop_due(now.timestamp(), dispatcher.batch_size)
-        if due:
-            with signals_deferred():
-                sent = dispatcher.dispatch(due, now)
-            if sent:
-                return 0.0
-        return self._wait()
+        plans: dict[str, DuePlan] = {}
+        ran_at: dict[str, datetime] = {}
+        if len(due) < dispatcher.batch_size:
+            due += self._memory_due(dispatcher.batch_size - len(due), plans, ran_at)
+        if not due:
+            return self._wait()
+        with signals_deferred():
+            dispatcher.dispatch(due, now, plans=plans, ran_at=ran_at)
+        if self.db.down or self.broker.down or not leadership.may_send():
+            return self._wait()
+        return 0.0
+
+    def _memory_due(self, limit: int, plans: dict[str, DuePlan],
+                    ran_at: dict[str, datetime]) -> list[Slot]:
+        """Ask the tasks driven in memory whose next check has come whether they are due
+        (Celery's ``is_due`` hook, then the schedule object's own ``is_due()``), each in its
+        schedule's own clock.
+
+        A due one gets a plan of one send, scheduled at the time it fell due (the instant,
+        by its clock, of the check that found it due: its task id derives from it), and its
+        last run is that time too, as Celery's ``reserve`` records it.
+        """
+        out: list[Slot] = []
+        for slot in list(self._heap_slots.memory.values()):
+            if len(out) >= limit:
+                break
+            entry = self._synced(slot)
+            now = None
+            try:
+                now = _aware_utc(entry.default_now())
+                if slot.next_at is not None and slot.next_at > now + _EARLY:
+                    continue
+                is_due, nxt = self.is_due(entry)
+                # Read the clock again, as Celery's reserve does after is_due(): the run's
+                # time must not be before the instant is_due() judged.
+                now = _aware_utc(entry.default_now())
+            except Exception as exc:  # one broken schedule object must not stop beat
+                self._memory_failed(slot, now, exc)
+                continue
+            if self._failing.pop(slot.name, None) is not None:
+                logger.info("beat: %r answers is_due() again", slot.name)
+                if self.feed is not None:
+                    self.feed.save_marks({slot.name: None})
+            delay = _seconds(nxt, float(self.max_interval))
+            self._checked[slot.name] = delay
+            following = now + timedelta(seconds=delay)
+            if not is_due:
+                slot.next_at = following
+                continue
+            plans[slot.name] = DuePlan(((now, SCHEDULED),), max(following, now + _TICK))
+            ran_at[slot.name] = now
+            out.append(slot)
+        return out
+
+    def _memory_failed(self, slot: Slot, now: datetime | None, exc: Exception) -> None:
+        """An in-memory entry's clock or ``is_due()`` raised: ask again after
+        :attr:`max_interval`, as Celery does.  The first failure (and each new error) is
+        logged with its traceback and marks the task invalid (a critical alert); the same
+        error again is only logged at debug level.  The mark is cleared when it answers."""
+        reason = f"is_due() raised {type(exc).__name__}: {exc}"
+        wait = float(self.max_interval)
+        slot.next_at = now + timedelta(seconds=wait) if now is not None else None
+        self._checked[slot.name] = wait
+        if self._failing.get(slot.name) == reason:
+            logger.debug("beat: %r: %s (again)", slot.name, reason)
+            return
+        self._failing[slot.name] = reason
+        logger.error("beat: cannot ask %r whether it is due; trying again every %g s: %s",
+                     slot.name, wait, reason, exc_info=exc)
+        if self.feed is not None:
+            self.feed.save_marks({slot.name: reason})
 
     def _wait(self) -> float:
-        """How long the loop may sleep: until the next fire time, the next change poll, or
-        the next lease or retry action, whichever is first."""
-        waits = [self.max_interval,
-                 self.beatx.sync_interval - (time.monotonic() - self._last_poll)]
-        if self.leadership is not None:
-            waits.append(self.leadership.wait())
+        """How long the loop may sleep: until the next fire time or check, the next change
+        poll, or the next lease or retry action, whichever is first, and at most
+        :attr:`max_interval`.
+
+        A chore (poll, lease, retry) due within the last tenth of ``max_interval`` waits for
+        it instead of cutting the sleep short: ticks come at least every ``max_interval``,
+        which is never longer than the sync interval, so it is only done that much later.
+        """
+        cap = float(self.max_interval)
+        leadership = self.leadership
+        sending = leadership is not None and leadership.may_send()
+        chores: list[float] = []
+        if leadership is not None:
+            chores.append(leadership.wait())
+        if sending:
+            chores.append(self.beatx.sync_interval - (time.monotonic() - self._last_poll))
         blocked = False
         for outage in (self.db, self.broker):
             if outage.down:
-                waits.append(outage.wait())
+                chores.append(outage.wait())
                 blocked = True
-        if not blocked and self.leadership is not None and self.leadership.may_send():
+        waits = [cap] + [w for w in chores if w < cap * (1 - CHORE_SLACK)]
+        if sending and not blocked:
             nxt = self._heap_slots.next_fire()
             if nxt is not None:
                 waits.append(nxt - self.clock().timestamp())
             retry = self.followups.next_retry_at if self.followups is not None else None
             if retry is not None:
                 waits.append((retry - self.clock()).total_seconds())
+            waits.extend(self._memory_waits())
         return max(min(waits), 0.0)
+
+    def _memory_waits(self) -> list[float]:
+        """Seconds to the next check of each task driven in memory, adjusted as Celery does."""
+        out = []
+        for slot in self._heap_slots.memory.values():
+            delay = self._checked.get(slot.name)
+            if delay is None:
+                if slot.next_at is None:
+                    out.append(0.0)
+                    continue
+                try:
+                    now = _aware_utc(slot.entry.default_now())
+                except Exception:
+                    continue
+                delay = (slot.next_at - now).total_seconds()
+            out.append(self.adjust(delay))
+        return out
 
     def _check_clock(self) -> None:
         """Notice the wall clock jumping against the monotonic clock (NTP step, manual
@@ -468,6 +939,8 @@ class Scheduler(beat.Scheduler):
                 slot.next_at = nxt
                 slot.fire_at = fire_at(slot.name, nxt, slot.policy)
                 changed.append((slot.name, slot.revision, None, 0, nxt))
+        for slot in self._heap_slots.memory.values():
+            slot.next_at = None  # ask Celery's is_due() again at once
         self._heap_slots.rebuild()
         if changed:
             try:
@@ -575,10 +1048,20 @@ class Scheduler(beat.Scheduler):
 
     # -- Celery's Scheduler interface ----------------------------------------------------
 
+    def _synced(self, slot: Slot) -> Entry:
+        """The in-memory entry of ``slot`` with the task's state (as Celery's entry holds
+        it: a task that never ran counts from when it was created)."""
+        entry: Entry = slot.entry
+        entry.last_run_at = slot.last_run_at or getattr(entry, "_anchor", None) \
+            or entry.last_run_at
+        entry.total_run_count = slot.runs
+        entry.next_run_at = slot.next_at
+        return entry
+
     def _entry_for(self, name: str) -> Entry:
         slot = self._heap_slots.get(name)
         if slot is not None and slot.entry is not None:
-            return slot.entry
+            return self._synced(slot)
         assert self.admin is not None
         info = self.admin.get(name)
         entry = self.Entry.from_info(info, app=self.app,
@@ -587,12 +1070,17 @@ class Scheduler(beat.Scheduler):
             entry.next_run_at = slot.next_at
         return entry
 
-    def get_schedule(self) -> Mapping[str, Entry]:
-        return _ScheduleView(self)
+    def get_schedule(self) -> MutableMapping[str, Any]:
+        """The schedule (see :class:`_ScheduleView`)."""
+        return self._view
 
     def set_schedule(self, schedule: Any) -> None:
-        # Celery's base class assigns ``self.data``; our schedule lives in the database.
-        pass
+        """Celery's ``scheduler.schedule = mapping``: the schedule becomes ``mapping``
+        (written through as :meth:`merge_inplace` does)."""
+        if schedule is self._view:
+            return
+        self._write(schedule, strict=False, replace=True, where="schedule",
+                    keep_foreign=True)
 
     schedule = property(get_schedule, set_schedule)  # type: ignore[assignment]
 

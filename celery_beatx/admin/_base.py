@@ -18,6 +18,7 @@ from ..definitions import DEFAULTS, DEFINITION_FIELDS, effective_schedule, valid
 from ..errors import BeatxError, DependencyCycle, InvalidSchedule, TaskNotFound, WriteConflict
 from ..migrate import ensure_schema
 from ..schedules import BaseSchedule, schedule_from_dict
+from ..schedules.memory import MEMORY_GUARDED_FIELDS, in_memory_refusal, is_in_memory
 from ..store.engine import conflict_kind, make_engine
 from ..store.models import Task
 from ..store.repository import Repository, batches_by_size, json_bytes
@@ -32,13 +33,24 @@ WRITE_ATTEMPTS = 6
 
 
 def first_run_at(schedule: BaseSchedule, now: datetime,
-                 last_run_at: datetime | None = None) -> datetime | None:
+                 last_run_at: datetime | None = None, *,
+                 changed: bool = False) -> datetime | None:
     """When a task (new, changed or re-enabled) should next run.
 
-    Never at or before its last run, even when this process's clock is behind beat's.
+    A task that never ran: its schedule's first time after ``now``.  A task whose schedule
+    ``changed``: its next time after the last run under the new schedule, as Celery and
+    django-celery-beat compute it; when that is already past the task is due at once, and
+    its catch-up policy decides how many of the missed occurrences run.  A task re-enabled:
+    its next time after ``now``.  Never at or before its last run, even when this process's
+    clock is behind beat's.  ``None`` for a schedule held in beat's memory (beat asks the
+    object itself).
     """
+    if getattr(schedule, "in_memory", False):
+        return None
     if last_run_at is None:
         return schedule.initial_run_at(now)
+    if changed:
+        return schedule.next_after(last_run_at, last_run_at)
     return schedule.next_after(max(now, last_run_at), last_run_at)
 
 
@@ -111,6 +123,8 @@ class AdminBase:
         self.clock = clock
         self.instance_id = instance_id or (config.instance_id if config else None)
         self._schema_checked = False
+        #: Set by beat, which writes the description of entries it drives in memory.
+        self._writes_memory_entries = False
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -166,6 +180,7 @@ class AdminBase:
         spec.update(fields)
         spec.update(name=name, task=task, schedule=schedule, enabled=enabled)
         out = validate_fields(spec, self.timezone, now)
+        self._check_in_memory(out)
         self._check_outcomes_needed(out)
         return out
 
@@ -188,6 +203,23 @@ class AdminBase:
             raise InvalidSchedule(
                 "depends_on needs run outcomes, but beatx_track_results is off: turn it on "
                 "and call celery_beatx.track(app) in the app module", "depends_on")
+
+    def _check_in_memory(self, definition: Mapping[str, Any],
+                         changed: Sequence[str] = ()) -> None:
+        """Refuse what a task driven by an in-memory Celery schedule would store and ignore:
+        a policy its ``is_due()`` cannot follow, or (outside beat) a change of what beat
+        sends from memory."""
+        if not is_in_memory(definition.get("schedule")):
+            return
+        field = in_memory_refusal(definition)
+        if field is None and not self._writes_memory_entries:
+            field = next((f for f in changed if f in MEMORY_GUARDED_FIELDS), None)
+        if field is not None:
+            raise InvalidSchedule(
+                f"{field}: task {definition.get('name')!r} is driven by a Celery schedule "
+                "object in beat's memory (from beat_schedule); its is_due() decides when it "
+                "runs and what is sent comes from that entry: change it in the "
+                "configuration", field)
 
     def _check_dependencies(self, session: Session, new_edges: Mapping[str, Sequence[str]],
                             known: set[str]) -> None:
@@ -239,6 +271,9 @@ class AdminBase:
             setattr(row, key, value)
         after = definition_of(row)
         changed_definition = before != after
+        if is_in_memory(before["schedule"]) or is_in_memory(after["schedule"]):
+            self._check_in_memory(dict(after, name=row.name),
+                                  [k for k in after if before[k] != after[k]])
         if not changed_definition and row.enabled == was_enabled:
             return False
         if changed_definition:
@@ -248,11 +283,13 @@ class AdminBase:
             if "depends_on" in changes:
                 self.repo.set_dependencies(session, row.name, row.depends_on)
         timing = ("schedule", "calendar")
-        if any(before[k] != after[k] for k in timing) or (row.enabled and not was_enabled):
+        retimed = any(before[k] != after[k] for k in timing)
+        if retimed or (row.enabled and not was_enabled):
             schedule, problem = load_schedule(row.schedule)
             row.invalid_reason = problem
             row.next_run_at = first_run_at(effective_schedule(schedule, row.calendar), now,
-                                           row.last_run_at) if schedule else None
+                                           row.last_run_at, changed=retimed) \
+                if schedule else None
         row.revision = revision if revision is not None else self.repo.next_revision(session)
         row.updated_at = now
         return True

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..definitions import DEFINITION_FIELDS, TaskInfo, check_source, validate_fields
+from ..definitions import (
+    DEFINITION_FIELDS,
+    TaskInfo,
+    check_source,
+    effective_schedule,
+    validate_fields,
+)
 from ..errors import InvalidSchedule, TaskExists, TaskNotFound, VersionNotFound
 from ..schedules.base import require_aware
-from ..store.rows import info_from_row
-from ._base import AdminBase
+from ..schedules.memory import is_in_memory
+from ..store.rows import info_from_row, load_schedule
+from ._base import AdminBase, first_run_at
 
 #: Options a ``kombu.Queue`` given as ``queue`` sets (see ``values.queue_routing``).
 ROUTING = ("exchange", "exchange_type", "routing_key")
@@ -130,6 +137,35 @@ class TasksMixin(AdminBase):
 
         self._write(body)
 
+    def _seed_state(self, name: str, last_run_at: datetime | None = None,
+                    total_run_count: int | None = None) -> None:
+        """Beat's runtime API: the state Celery's ``add(last_run_at=...)`` gives a new task
+        (a naive time is UTC, as Celery reads it); the next run follows from it."""
+        if last_run_at is not None and not isinstance(last_run_at, datetime):
+            raise InvalidSchedule(f"last_run_at {last_run_at!r} is not a datetime",
+                                  "last_run_at")
+        if total_run_count is not None and (isinstance(total_run_count, bool) or
+                                            not isinstance(total_run_count, int) or
+                                            total_run_count < 0):
+            raise InvalidSchedule(f"total_run_count {total_run_count!r} must be an integer "
+                                  ">= 0", "total_run_count")
+        now = self._now()
+        with self._tx() as session:
+            row = self._row(session, name, for_update=True)
+            if last_run_at is not None:
+                if last_run_at.tzinfo is None or last_run_at.utcoffset() is None:
+                    last_run_at = last_run_at.replace(tzinfo=timezone.utc)
+                row.last_run_at = last_run_at.astimezone(timezone.utc)
+                schedule, _ = load_schedule(row.schedule)
+                if schedule is not None:
+                    row.next_run_at = first_run_at(
+                        effective_schedule(schedule, row.calendar), now, row.last_run_at,
+                        changed=True)
+            if total_run_count is not None:
+                row.total_run_count = total_run_count
+            row.revision = self.repo.next_revision(session)
+            row.updated_at = now
+
     def remove(self, name: str) -> None:
         """Remove a task (its versions go with it; its run history stays).
 
@@ -228,6 +264,18 @@ class TasksMixin(AdminBase):
         if n < 0:
             raise InvalidSchedule(f"n {n!r} must be >= 0", "n")
         info = self.get(name)
+        if is_in_memory(info.schedule_dict):
+            # Best effort: only the Celery object in beat's memory knows; ask this
+            # process's copy of it (from the app's beat_schedule).
+            from ..celery_entries import memory_next_runs
+
+            start = require_aware(now, "now") if now is not None else self._now()
+            last = info.last_run_at
+            if last is None:  # beat counts a task that never ran from its creation
+                with self._tx(readonly=True) as session:
+                    created = self._row(session, name).created_at
+                last = created if isinstance(created, datetime) else None
+            return memory_next_runs(self.app, name, last, n, start)
         schedule = info.effective_schedule
         if schedule is None:
             raise InvalidSchedule(f"task {name!r} has an invalid schedule: "

@@ -99,6 +99,9 @@ class _Batch:
     inserted: list[str]
     definitions: dict[str, Any]
     now: datetime
+    #: The last-run time to record per task when it is not ``now`` (in-memory entries
+    #: record the time by their schedule's own clock, as Celery's ``reserve`` does).
+    ran_at: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,14 +187,16 @@ class Dispatcher:
     # -- recording ---------------------------------------------------------------------------
 
     def dispatch(self, slots: list[Slot], now: datetime,
-                 plans: dict[str, DuePlan] | None = None) -> int:
+                 plans: dict[str, DuePlan] | None = None,
+                 ran_at: dict[str, datetime] | None = None) -> int:
         """Record, send and confirm the due ``slots`` (popped from the heap); returns how many
         messages were published.  ``plans``: decisions made by the caller (tasks driven by
-        their own Celery schedule object)."""
+        their own Celery schedule object); ``ran_at``: the last-run time to record for such a
+        task (default ``now``)."""
         if not slots:
             return 0
         try:
-            batch = self._record(slots, now, plans or {})
+            batch = self._record(slots, now, plans or {}, ran_at or {})
         except Fenced:
             for slot in slots:
                 self.heap.push(slot)
@@ -235,7 +240,8 @@ class Dispatcher:
                 self.heap.push(decision.slot)
         return True
 
-    def _record(self, slots: list[Slot], now: datetime, plans: dict[str, DuePlan]) -> _Batch:
+    def _record(self, slots: list[Slot], now: datetime, plans: dict[str, DuePlan],
+                ran_at: dict[str, datetime]) -> _Batch:
         leadership = self.leadership
         token = leadership.token if leadership.ha else None
         marks: dict[str, str | None] = {}
@@ -280,7 +286,8 @@ class Dispatcher:
                     self._runs_of(decision, status, now, token, runs, inserted, sends, session)
                 self.repo.add_runs(session, runs)
                 self.repo.save_states(session, [
-                    (d.slot.name, d.slot.revision, now if d.added else None, d.added,
+                    (d.slot.name, d.slot.revision,
+                     ran_at.get(d.slot.name, now) if d.added else None, d.added,
                      d.plan.following) for d in decisions
                     if d.gate is None or d.gate.action != BLOCK])
         except (Fenced, _Unknown):
@@ -290,14 +297,14 @@ class Dispatcher:
                 if slot.name not in handled:
                     self.heap.push(slot)
             if inserted:
-                raise _Unknown(_Batch(decisions, sends, inserted, definitions, now),
-                               exc) from exc
+                raise _Unknown(_Batch(decisions, sends, inserted, definitions, now,
+                                      dict(ran_at)), exc) from exc
             for decision in decisions:
                 self.heap.push(decision.slot)
             raise
         finally:
             self.feed.save_marks(marks)
-        return _Batch(decisions, sends, inserted, definitions, now)
+        return _Batch(decisions, sends, inserted, definitions, now, dict(ran_at))
 
     def _runs_of(self, decision: _Decision, status: dict[str, str], now: datetime,
                  token: int | None, runs: list[dict[str, Any]], inserted: list[str],
@@ -425,7 +432,7 @@ class Dispatcher:
                 self.heap.push(slot)
                 continue
             if decision.added:
-                slot.last_run_at = batch.now
+                slot.last_run_at = batch.ran_at.get(slot.name, batch.now)
                 slot.runs += decision.added
             slot.next_at = plan.following
             slot.fire_at = fire_at(slot.name, plan.following, slot.policy)

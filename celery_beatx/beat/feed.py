@@ -18,6 +18,7 @@ from typing import Any
 from ..alerts import Alert, AlertCooldown, dispatch
 from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
 from ..policies import jitter_offset
+from ..schedules.memory import is_in_memory
 from ..states import RUNS_COUNTER
 from ..store.repository import Repository
 from ..store.rows import load_schedule
@@ -102,7 +103,9 @@ class Feed:
         problem: str | None
         slot = None
         try:
-            entry = self.memory_entry(row.name)
+            # Only a row that says so is driven by an in-memory entry (the admin API cannot
+            # turn such a task into a stored schedule, but another beat's config could).
+            entry = self.memory_entry(row.name) if is_in_memory(row.schedule) else None
             schedule, problem = load_schedule(row.schedule)
             if entry is not None:
                 problem = None
@@ -112,8 +115,9 @@ class Feed:
                 last = row.last_run_at if isinstance(row.last_run_at, datetime) else None
                 runs = row.total_run_count if isinstance(row.total_run_count, int) else 0
                 if entry is not None:
-                    slot = Slot(row.name, row.revision, None, next_at or self.clock(), last,
-                                runs, policy, entry=entry)
+                    # ``next_at`` is in the entry's own clock; None: ask it at once.
+                    slot = Slot(row.name, row.revision, None, next_at, last, runs, policy,
+                                entry=entry)
                 else:
                     assert schedule is not None
                     schedule.check()

@@ -63,6 +63,8 @@ class SlotHeap:
 
     def __init__(self) -> None:
         self.slots: dict[str, Slot] = {}
+        #: The slots driven in memory (``entry`` set), by name; never in the heap.
+        self.memory: dict[str, Slot] = {}
         self._heap: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
@@ -80,25 +82,34 @@ class SlotHeap:
     def put(self, slot: Slot) -> None:
         """Add or replace ``slot`` and schedule it at its ``fire_at``."""
         self.slots[slot.name] = slot
+        if slot.entry is not None:
+            self.memory[slot.name] = slot
+        else:
+            self.memory.pop(slot.name, None)
         self.push(slot)
 
     def push(self, slot: Slot) -> None:
         """(Re)schedule a slot already held, at its current ``fire_at``."""
+        if slot.entry is not None:
+            return  # asked every tick, see the module docstring
         if slot.fire_at is not None and self.slots.get(slot.name) is slot:
             heapq.heappush(self._heap, (slot.fire_at, slot.name))
         if len(self._heap) > 2 * len(self.slots) + 1000:
             self._compact()
 
     def remove(self, name: str) -> Slot | None:
+        self.memory.pop(name, None)
         return self.slots.pop(name, None)
 
     def clear(self) -> None:
         self.slots.clear()
+        self.memory.clear()
         self._heap.clear()
 
     def rebuild(self) -> None:
         """Re-create the heap from the slots (after many changes, or a clock jump)."""
-        self._heap = [(s.fire_at, s.name) for s in self.slots.values() if s.fire_at is not None]
+        self._heap = [(s.fire_at, s.name) for s in self.slots.values()
+                      if s.fire_at is not None and s.entry is None]
         heapq.heapify(self._heap)
 
     def _compact(self) -> None:
@@ -109,7 +120,7 @@ class SlotHeap:
         while heap:
             fire, name = heap[0]
             slot = self.slots.get(name)
-            if slot is not None and slot.fire_at == fire:
+            if slot is not None and slot.fire_at == fire and slot.entry is None:
                 return heap[0]
             heapq.heappop(heap)
         return None

@@ -71,8 +71,10 @@ class Leadership:
         return self.role == LEADER and self.mono() < self._valid_until
 
     def wait(self) -> float:
-        """Seconds until the next lease action is due."""
-        return max(min(self._next_lease, self._next_heartbeat) - self.mono(), 0.0)
+        """Seconds until the next lease action (renewal or try, heartbeat) is due."""
+        # Without the lease (``beatx_ha`` off) there is no lease action: only the heartbeat.
+        due = min(self._next_lease, self._next_heartbeat) if self.ha else self._next_heartbeat
+        return max(due - self.mono(), 0.0)
 
     def maintain(self) -> None:
         """Renew or try to take the lease when due, write the heartbeat when due."""

@@ -14,6 +14,7 @@ from .composite import all_of, any_of
 from .convert import from_celery
 from .crontab import cron, crontab
 from .custom import custom, is_registered, register_schedule, unregister_schedule
+from .memory import celery_schedule
 from .once import once
 from .solar import solar
 from .templates import ScheduleBuilder, ScheduleTemplates, last_day_of_month
@@ -27,6 +28,7 @@ __all__ = [
     "all_of",
     "any_of",
     "calendar_filtered",
+    "celery_schedule",
     "cron",
     "crontab",
     "custom",

@@ -8,8 +8,13 @@ database, queue and marker file (the brokers are shared with other test runs):
 ``E2E_MARKERS``        file the ``mark`` task appends one JSON line to per run
 ``BEATX_DATABASE_URL`` the schedule database (read by celery-beatx itself)
 ``E2E_SCHEDULE``       JSON ``beat_schedule``: ``{name: {"every": s | "seconds": s |
-                       "crontab": minute, "args": [...]}}`` (``seconds``: a plain number,
-                       which the stock scheduler understands too)
+                       "crontab": minute | "offset": [s, offset] | "slot": n |
+                       "relative": s, "args": [...]}}`` (``seconds``: a plain number,
+                       which the stock scheduler understands too; ``offset``: a Celery
+                       ``schedule`` subclass adding ``offset`` s to each interval;
+                       ``slot``: a Celery ``BaseSchedule`` subclass due once per ``n``-second
+                       slot of the clock; ``relative``: ``s`` with ``"relative": True``)
+``E2E_APPLIED``        file :class:`RecordingScheduler` appends one JSON line to per send
 ``E2E_SYNC_INTERVAL``  ``beatx_sync_interval`` (default 1)
 ``E2E_AUTO_MIGRATE``   ``beatx_auto_migrate`` (``0`` turns it off)
 ``E2E_HISTORY_KEEP``   ``beatx_history_keep`` (default 1000)
@@ -24,28 +29,82 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import timedelta
 
 from celery import Celery
+from celery.schedules import BaseSchedule as CeleryBaseSchedule
+from celery.schedules import schedstate
+from celery.schedules import schedule as celery_schedule
 
 import celery_beatx
-from celery_beatx import crontab, every
+from celery_beatx import Scheduler, crontab, every
 
 QUEUE = os.environ.get("E2E_QUEUE", "beatx-e2e")
 MARKERS = os.environ.get("E2E_MARKERS", "markers.jsonl")
 
 
+class OffsetSchedule(celery_schedule):
+    """A custom Celery interval: each run ``offset`` seconds after the interval."""
+
+    def __init__(self, run_every: float, offset: float) -> None:
+        super().__init__(run_every)
+        self.offset = offset
+
+    def remaining_estimate(self, last_run_at):  # type: ignore[no-untyped-def]
+        return super().remaining_estimate(last_run_at) + timedelta(seconds=self.offset)
+
+    def __repr__(self) -> str:
+        return f"<every {self.run_every.total_seconds():g}s + {self.offset:g}s>"
+
+
+class SlotSchedule(CeleryBaseSchedule):
+    """A Celery ``BaseSchedule`` with only ``is_due``: due once in each ``n``-second slot of
+    the clock (as soon as a slot begins), asked again at the next slot."""
+
+    def __init__(self, n: float) -> None:
+        super().__init__()
+        self.n = n
+
+    def is_due(self, last_run_at):  # type: ignore[no-untyped-def]
+        now = self.maybe_make_aware(self.now()).timestamp()
+        last = self.maybe_make_aware(last_run_at).timestamp()
+        due = now // self.n > last // self.n
+        return schedstate(due, self.n - now % self.n)
+
+    def __repr__(self) -> str:
+        return f"<once per {self.n:g}s slot>"
+
+
 def _beat_schedule(raw: str) -> dict[str, dict]:
     schedule: dict[str, dict] = {}
     for name, spec in json.loads(raw).items():
+        entry: dict = {"task": "e2eapp.mark", "args": spec.get("args", [name])}
         if "every" in spec:
-            sched = every(seconds=spec["every"])
+            entry["schedule"] = every(seconds=spec["every"])
         elif "seconds" in spec:
-            sched = float(spec["seconds"])
+            entry["schedule"] = float(spec["seconds"])
+        elif "offset" in spec:
+            entry["schedule"] = OffsetSchedule(*spec["offset"])
+        elif "slot" in spec:
+            entry["schedule"] = SlotSchedule(spec["slot"])
+        elif "relative" in spec:
+            entry.update(schedule=float(spec["relative"]), relative=True)
         else:
-            sched = crontab(minute=spec["crontab"])
-        schedule[name] = {"task": "e2eapp.mark", "schedule": sched,
-                          "args": spec.get("args", [name])}
+            entry["schedule"] = crontab(minute=spec["crontab"])
+        schedule[name] = entry
     return schedule
+
+
+class RecordingScheduler(Scheduler):
+    """Our scheduler with an ``apply_entry`` override (as integrations such as Sentry's
+    patch it): every send it sees is appended to ``E2E_APPLIED``."""
+
+    def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+        line = json.dumps({"name": entry.name, "task_id": entry.options.get("task_id"),
+                           "time": time.time()})
+        with open(os.environ["E2E_APPLIED"], "a") as out:
+            out.write(line + "\n")
+        return super().apply_entry(entry, producer=producer)
 
 
 app = Celery("e2eapp")
