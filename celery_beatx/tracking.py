@@ -28,13 +28,14 @@ log line) when the queue is full.  Each of these conditions is logged once, not 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -102,8 +103,9 @@ class TrackedTask(Task):  # type: ignore[misc]
             return
         tracker = _tracker_of(self)
         if tracker is not None and not tracker.start(request):
-            raise Ignore(f"a duplicate delivery of celery-beatx run {task_id}: another "
-                         "delivery started it first")
+            logger.info("celery-beatx: %s[%s] is a duplicate delivery of a run another "
+                        "delivery started: acknowledged, not run", self.name, task_id)
+            raise Ignore()
 
 
 def track(app: Any) -> None:
@@ -210,6 +212,7 @@ class Tracker:
         self.down = False
         self.dropped = 0
         self._schema_ok: bool | None = None
+        self._schema_lock = threading.Lock()
         self._schema_checked = float("-inf")
         self._schema_warned = False
         self._errors_logged: set[str] = set()
@@ -244,15 +247,22 @@ class Tracker:
         :data:`RECHECK_SECONDS` while they are not).  May raise on a connection error."""
         if self._schema_ok:
             return True
+        with self._schema_lock:  # a check under way (the warm-up's) is waited for
+            return self._check_schema()
+
+    def _check_schema(self) -> bool:
+        if self._schema_ok:
+            return True
         if time.monotonic() - self._schema_checked < RECHECK_SECONDS:
             return False
         self._schema_checked = time.monotonic()
         assert self.config is not None
         problem = _missing_file(self.config.database_url)
         if problem is None:
-            from .migrate import current_revision
+            with _quiet_alembic():
+                from .migrate import current_revision
 
-            problem = _schema_problem(current_revision(self._repository().engine))
+                problem = _schema_problem(current_revision(self._repository().engine))
         if problem is not None:
             if not self._schema_warned:
                 self._schema_warned = True
@@ -755,6 +765,19 @@ def _schema_problem(current: str | None) -> str | None:
         return (f"the celery-beatx schema is at {current}, older than run tracking needs "
                 f"({MIN_REVISION}): run `{MIGRATE_COMMAND}`")
     return None
+
+
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    # Alembic announces each plugin it sets up (on import) at INFO: nothing a worker log
+    # needs.
+    chatter = logging.getLogger("alembic")
+    level = chatter.level
+    chatter.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        chatter.setLevel(level)
 
 
 _REVISIONS: list[str] = []
