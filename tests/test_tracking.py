@@ -41,9 +41,7 @@ def header(run: Any) -> dict[str, Any]:
 def dispose(app: Celery) -> None:
     tracker = getattr(app, "_beatx_tracker", None)
     if tracker is not None:
-        tracker.flush()
-        if tracker._repo is not None:
-            tracker._repo.engine.dispose()
+        tracker.close()
 
 
 @pytest.fixture
@@ -180,9 +178,7 @@ def test_an_outcome_of_an_earlier_delivery_never_overwrites_a_later_one(db_url, 
 
 
 def dispose_tracker(tracker: Tracker) -> None:
-    tracker.flush()
-    if tracker._repo is not None:
-        tracker._repo.engine.dispose()
+    tracker.close()
 
 
 def test_concurrent_deliveries_start_one_run(db_url, queued):

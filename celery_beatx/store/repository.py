@@ -7,12 +7,14 @@ so a caller composes several of them into one atomic change with :meth:`Reposito
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Connection,
     Engine,
     and_,
     bindparam,
@@ -60,6 +62,46 @@ T = TypeVar("T")
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start:start + CHUNK]
+
+
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """``column IN (...)`` with the values written into the SQL: an executemany cannot
+    expand a bound list.  Only for our own constants (run statuses)."""
+    for value in values:
+        if not value.isidentifier():
+            raise ValueError(f"{value!r} is not a status name")
+    return column.in_([literal_column(f"'{value}'") for value in values])
+
+
+@functools.lru_cache(maxsize=8)
+def _start_statements(startable: tuple[str, ...]) -> tuple[Any, Any]:
+    """The two statements of :meth:`Repository.start_run`, built once: a task waits for
+    them, and building a statement costs more than a local round trip."""
+    table = Run.__table__
+    start = (update(table)
+             .where(table.c.task_id == bindparam("b_id"), _one_of(table.c.status, startable))
+             .values(status="started", started_at=bindparam("b_started"),
+                     worker=bindparam("b_worker")))
+    duplicate = (update(table).where(table.c.task_id == bindparam("b_id"))
+                 .values(duplicates=table.c.duplicates + 1))
+    return start, duplicate
+
+
+@functools.lru_cache(maxsize=8)
+def _finish_statement(open_statuses: tuple[str, ...]) -> Any:
+    """The statement of :meth:`Repository.finish_runs`, built once."""
+    table = Run.__table__
+    started = bindparam("b_started", type_=table.c.started_at.type)
+    return (update(table).where(
+        table.c.task_id == bindparam("b_id"),
+        or_(_one_of(table.c.status, open_statuses),
+            and_(_one_of(table.c.status, ("started", "stuck")),
+                 table.c.started_at == started)))
+        .values(status=bindparam("b_status"),
+                started_at=func.coalesce(started, table.c.started_at),
+                finished_at=bindparam("b_finished"), runtime=bindparam("b_runtime"),
+                error=bindparam("b_error"), reason=bindparam("b_reason"),
+                worker=func.coalesce(table.c.worker, bindparam("b_worker"))))
 
 
 def json_bytes(value: Any) -> int:
@@ -419,7 +461,15 @@ class Repository:
 
     # -- outcomes written by the worker hook (celery_beatx.track) -----------------------
 
-    def start_run(self, session: Session, task_id: str, *, started_at: datetime,
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a bare connection, without the ORM session (the worker hook's
+        path: a task waits for it).  The run methods below accept it in place of a
+        session."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def start_run(self, session: Session | Connection, task_id: str, *, started_at: datetime,
                   worker: str | None, startable: Sequence[str]) -> str:
         """Move run ``task_id`` to ``started`` if its status is one of ``startable``.
 
@@ -428,19 +478,16 @@ class Repository:
         another state: its ``duplicates`` count was incremented) or ``"unknown"`` (no such
         run: not a celery-beatx send, or its history was pruned).
         """
-        won = session.execute(
-            update(Run).where(Run.task_id == task_id, Run.status.in_(list(startable)))
-            .values(status="started", started_at=started_at, worker=worker),
-            execution_options=NO_SYNC)
+        start, duplicate = _start_statements(tuple(startable))
+        won = session.execute(start, {"b_id": task_id, "b_started": started_at,
+                                      "b_worker": worker})
         if won.rowcount:  # type: ignore[attr-defined]
             return "started"
-        seen = session.execute(
-            update(Run).where(Run.task_id == task_id)
-            .values(duplicates=Run.duplicates + 1), execution_options=NO_SYNC)
+        seen = session.execute(duplicate, {"b_id": task_id})
         return "duplicate" if seen.rowcount else "unknown"  # type: ignore[attr-defined]
 
-    def finish_runs(self, session: Session, outcomes: Sequence[Mapping[str, Any]], *,
-                    open_statuses: Sequence[str]) -> None:
+    def finish_runs(self, session: Session | Connection, outcomes: Sequence[Mapping[str, Any]],
+                    *, open_statuses: Sequence[str]) -> None:
         """Record outcomes reported by workers, in one executemany.
 
         Each outcome is a mapping with ``task_id``, ``status``, ``started_at`` (when this
@@ -452,25 +499,15 @@ class Repository:
         """
         if not outcomes:
             return
-        table = Run.__table__
-        started = bindparam("b_started", type_=table.c.started_at.type)
         session.execute(
-            update(table).where(
-                table.c.task_id == bindparam("b_id"),
-                or_(table.c.status.in_(list(open_statuses)),
-                    and_(table.c.status.in_(["started", "stuck"]),
-                         table.c.started_at == started)))
-            .values(status=bindparam("b_status"),
-                    started_at=func.coalesce(started, table.c.started_at),
-                    finished_at=bindparam("b_finished"), runtime=bindparam("b_runtime"),
-                    error=bindparam("b_error"), reason=bindparam("b_reason"),
-                    worker=func.coalesce(table.c.worker, bindparam("b_worker"))),
+            _finish_statement(tuple(open_statuses)),
             [{"b_id": o["task_id"], "b_status": o["status"], "b_started": o["started_at"],
               "b_finished": o["finished_at"], "b_runtime": o["runtime"],
               "b_error": o["error"], "b_reason": o["reason"], "b_worker": o["worker"]}
              for o in outcomes])
 
-    def revoke_runs(self, session: Session, revocations: Sequence[Mapping[str, Any]], *,
+    def revoke_runs(self, session: Session | Connection,
+                    revocations: Sequence[Mapping[str, Any]], *,
                     open_statuses: Sequence[str]) -> None:
         """Record revoked runs (``task_id``, ``finished_at``, ``reason``): any run not
         finished yet, started or not (a revoke may terminate a running task)."""
@@ -479,13 +516,13 @@ class Repository:
         table = Run.__table__
         session.execute(
             update(table).where(table.c.task_id == bindparam("b_id"),
-                                table.c.status.in_([*open_statuses, "started"]))
+                                _one_of(table.c.status, (*open_statuses, "started")))
             .values(status="revoked", finished_at=bindparam("b_finished"),
                     reason=bindparam("b_reason")),
             [{"b_id": r["task_id"], "b_finished": r["finished_at"], "b_reason": r["reason"]}
              for r in revocations])
 
-    def ping(self, session: Session) -> None:
+    def ping(self, session: Session | Connection) -> None:
         """One round trip (a database that answers is back)."""
         session.execute(select(literal_column("1"))).scalar_one()
 

@@ -49,16 +49,14 @@ def publisher() -> Iterator[Any]:
                             task_default_routing_key=cluster.queue)
         header = {"name": run.task_name, "scheduled_at": run.scheduled_at.isoformat(),
                   "attempt": run.attempt, "kind": run.kind}
-        sent = time.time()
-        app.send_task(task, args=args, task_id=run.task_id, headers={"beatx_run": header},
-                      **options)
+        # A connection of its own (kombu's producer pools are shared by broker URL).
+        with app.connection_for_write() as conn, conn.Producer() as producer:
+            sent = time.time()
+            app.send_task(task, args=args, task_id=run.task_id,
+                          headers={"beatx_run": header}, producer=producer, **options)
         return sent
 
-    try:
-        yield publish
-    finally:
-        for app in apps.values():
-            app.pool.force_close_all()
+    yield publish
 
 
 def runs_of(admin: Any, name: str) -> list[Any]:
