@@ -400,3 +400,22 @@ def test_the_worker_never_creates_the_default_database(tmp_path, monkeypatch):
     tracker = Tracker(Celery("defaults", set_as_current=False))
     assert tracker.start(request(str(uuid.uuid4())))
     assert os.listdir(tmp_path) == []
+
+
+def test_many_outcomes_at_once_are_written_together(db_url, queued):
+    """Outcomes queued together share one transaction (one executemany per kind)."""
+    runs = [queued() for _ in range(12)]
+    tracker = Tracker(make_app(db_url))
+    try:
+        for run in runs[:8]:
+            assert tracker.start(request(run.task_id))
+        for i, run in enumerate(runs[:8]):
+            tracker.finish(run.task_id, "SUCCESS" if i % 2 else "FAILURE", ValueError(i))
+        for run in runs[8:]:
+            tracker.revoked(run.task_id, "revoked")
+        tracker.flush()
+        rows = [run_row(queued.admin, run.task_id) for run in runs]
+        assert [r.status for r in rows] == ["failed", "succeeded"] * 4 + ["revoked"] * 4
+        assert [r.error for r in rows[:2]] == ["ValueError: 0", None]
+    finally:
+        dispose_tracker(tracker)
