@@ -154,8 +154,8 @@ class TasksMixin(AdminBase):
             missing = [n for n in names if n not in rows]
             if missing:
                 raise TaskNotFound(f"task {missing[0]!r} does not exist")
-            dependants = [(a, b) for a, b in self.repo.dependency_edges(session)
-                          if b in rows and a not in rows]
+            dependants = sorted((a, b) for a, b in self.repo.dependency_edges(session)
+                                if b in rows and a not in rows)
             if dependants and not force:
                 a, b = dependants[0]
                 raise InvalidSchedule(
