@@ -2,7 +2,7 @@
 
 Tasks are executed with Celery's own tracer (``task.apply``: the same ``before_start`` and
 signals a worker runs) with the ``beatx_run`` header beat sends; the worker-process parts
-(prefork, a database stopped under a worker) are in ``tests/e2e/test_tracking.py``.
+(prefork, a database stopped under a worker) are in ``tests/e2e/test_tracking_live.py``.
 """
 
 from __future__ import annotations
