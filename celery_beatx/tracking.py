@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from celery import Task, signals
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded, WorkerLostError
 from celery.utils.imports import symbol_by_name
 
 from . import states
@@ -155,9 +155,13 @@ class _Outcome:
 
 
 @dataclass
-class _Revoke:
+class _End:
+    """A run ended outside its execution (revoked, or its process lost)."""
+
     task_id: str
+    status: str
     finished_at: datetime
+    error: str | None
     reason: str
 
 
@@ -409,7 +413,17 @@ class Tracker:
             return
         self._own_process()
         self.started.pop(task_id, None)
-        self._queue(_Revoke(task_id, datetime.now(UTC), reason))
+        self._queue(_End(task_id, states.REVOKED, datetime.now(UTC), None, reason))
+
+    def lost(self, task_id: str, exc: BaseException) -> None:
+        """Queue the failure of a run whose process was lost or killed at its hard time
+        limit (reported by the worker's main process: the child never reports it)."""
+        if not self.resolve():
+            return
+        self._own_process()
+        reason = ("killed at its hard time limit" if isinstance(exc, TimeLimitExceeded)
+                  else "the worker process executing it was lost")
+        self._queue(_End(task_id, states.FAILED, datetime.now(UTC), error_text(exc), reason))
 
     def _executor_(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -467,13 +481,13 @@ class Tracker:
         def attempt() -> None:
             with repo.connection() as conn:
                 outcomes: list[dict[str, Any]] = []
-                revokes: list[dict[str, Any]] = []
+                endings: list[dict[str, Any]] = []
 
                 def flush() -> None:
                     repo.finish_runs(conn, outcomes, open_statuses=OPEN)
-                    repo.revoke_runs(conn, revokes, open_statuses=OPEN)
+                    repo.end_runs(conn, endings, open_statuses=OPEN)
                     outcomes.clear()
-                    revokes.clear()
+                    endings.clear()
 
                 for item in batch:
                     if isinstance(item, _Start):
@@ -483,7 +497,7 @@ class Tracker:
                     elif isinstance(item, _Outcome):
                         outcomes.append(vars(item))
                     else:
-                        revokes.append(vars(item))
+                        endings.append(vars(item))
                 flush()
 
         _fresh_connection_retry(attempt)
@@ -649,6 +663,23 @@ def _on_revoked(sender: Any = None, request: Any = None, terminated: bool = Fals
         tracker._error(exc, "recording a revocation")
 
 
+def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any = None,
+                **_: Any) -> None:
+    """Failures the worker's main process reports for a child that never could: the
+    process was lost (killed, out of memory) or killed at the task's hard time limit.  The
+    request may not be at hand there, so these are matched by task id alone (a task beat did
+    not send has no run: nothing is updated)."""
+    if not isinstance(exception, (TimeLimitExceeded, WorkerLostError)) or task_id is None:
+        return
+    tracker = _tracker_of(sender)
+    if tracker is None:
+        return
+    try:
+        tracker.lost(task_id, exception)
+    except Exception as exc:
+        tracker._error(exc, "recording a lost run")
+
+
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     # Read the settings in the parent: forked children inherit them (one "off" log line).
     tracker = getattr(getattr(sender, "app", None), "_beatx_tracker", None)
@@ -679,6 +710,7 @@ def _connect_signals() -> None:
     signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="beatx-prerun")
     signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="beatx-postrun")
     signals.task_revoked.connect(_on_revoked, weak=False, dispatch_uid="beatx-revoked")
+    signals.task_failure.connect(_on_failure, weak=False, dispatch_uid="beatx-failure")
     signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="beatx-init")
     signals.worker_process_init.connect(_on_process_init, weak=False,
                                         dispatch_uid="beatx-process-init")

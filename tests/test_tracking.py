@@ -218,6 +218,29 @@ def test_a_revoked_run(db_url, queued):
         dispose_tracker(tracker)
 
 
+def test_a_lost_process_or_hard_time_limit_fails_the_started_run(db_url, queued):
+    from celery.exceptions import TimeLimitExceeded, WorkerLostError
+
+    killed, lost, other = queued(), queued(), queued()
+    child, parent = Tracker(make_app(db_url)), Tracker(make_app(db_url))
+    try:
+        assert child.start(request(killed.task_id)) and child.start(request(lost.task_id))
+        parent.lost(killed.task_id, TimeLimitExceeded(1.5))
+        parent.lost(lost.task_id, WorkerLostError("Worker exited prematurely: signal 9"))
+        parent.lost(str(uuid.uuid4()), WorkerLostError("not a run"))
+        parent.flush()
+        first, second = (run_row(queued.admin, r.task_id) for r in (killed, lost))
+        assert (first.status, first.reason) == ("failed", "killed at its hard time limit")
+        assert first.error.startswith("TimeLimitExceeded: ") and "1.5" in first.error
+        assert (second.status, second.reason) == (
+            "failed", "the worker process executing it was lost")
+        assert second.error == "WorkerLostError: Worker exited prematurely: signal 9"
+        assert run_row(queued.admin, other.task_id).status == "pending"
+    finally:
+        dispose_tracker(child)
+        dispose_tracker(parent)
+
+
 # -- the database is missing, unreachable or slow ------------------------------------------
 
 def test_no_database_file_is_created_and_tasks_run(tmp_path, caplog):

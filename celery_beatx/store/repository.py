@@ -506,21 +506,22 @@ class Repository:
               "b_error": o["error"], "b_reason": o["reason"], "b_worker": o["worker"]}
              for o in outcomes])
 
-    def revoke_runs(self, session: Session | Connection,
-                    revocations: Sequence[Mapping[str, Any]], *,
-                    open_statuses: Sequence[str]) -> None:
-        """Record revoked runs (``task_id``, ``finished_at``, ``reason``): any run not
-        finished yet, started or not (a revoke may terminate a running task)."""
-        if not revocations:
+    def end_runs(self, session: Session | Connection, endings: Sequence[Mapping[str, Any]], *,
+                 open_statuses: Sequence[str]) -> None:
+        """Record runs ended from outside their execution: revoked (or expired) by the
+        worker, or failed because the process executing them was lost or killed at its hard
+        time limit.  Each ending has ``task_id``, ``status``, ``finished_at``, ``error`` and
+        ``reason``; it applies to a run not finished yet, started or not."""
+        if not endings:
             return
         table = Run.__table__
         session.execute(
             update(table).where(table.c.task_id == bindparam("b_id"),
                                 _one_of(table.c.status, (*open_statuses, "started")))
-            .values(status="revoked", finished_at=bindparam("b_finished"),
-                    reason=bindparam("b_reason")),
-            [{"b_id": r["task_id"], "b_finished": r["finished_at"], "b_reason": r["reason"]}
-             for r in revocations])
+            .values(status=bindparam("b_status"), finished_at=bindparam("b_finished"),
+                    error=bindparam("b_error"), reason=bindparam("b_reason")),
+            [{"b_id": e["task_id"], "b_status": e["status"], "b_finished": e["finished_at"],
+              "b_error": e["error"], "b_reason": e["reason"]} for e in endings])
 
     def ping(self, session: Session | Connection) -> None:
         """One round trip (a database that answers is back)."""

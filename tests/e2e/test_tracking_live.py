@@ -125,17 +125,20 @@ def test_beat_sends_leave_outcomes(make_cluster, admin_for, pool):
     assert "run tracking waits" not in log and "did not answer" not in log, log[-3000:]
 
 
-def test_celery_retry_and_expiry(make_cluster, admin_for, publisher):
+def test_celery_retry_expiry_and_hard_time_limit(make_cluster, admin_for, publisher):
     cluster = make_cluster("redis", "postgresql")
     admin = admin_for(cluster)
     admin.add("flaky", "e2eapp.flaky", every(hours=1), args=["flaky"])
     admin.add("late", "e2eapp.mark", every(hours=1), args=["late"])
+    admin.add("slow", "e2eapp.sleep", every(hours=1), args=["slow", 30])
     cluster.start_worker(pool="prefork", concurrency=2)
     flaky = admin.run_now("flaky")
     late = admin.run_now("late")
+    slow = admin.run_now("slow")
     publisher(cluster, flaky, "e2eapp.flaky", ["flaky"])
     publisher(cluster, late, "e2eapp.mark", ["late"],
               expires=datetime.now(UTC) - timedelta(seconds=5))
+    publisher(cluster, slow, "e2eapp.sleep", ["slow", 30], time_limit=1.5)
 
     # The first attempt asked Celery to retry: the same task id starts again and succeeds.
     done = wait_runs(admin, "flaky", 1, ("succeeded",), 30)[0]
@@ -149,6 +152,12 @@ def test_celery_retry_and_expiry(make_cluster, admin_for, publisher):
     revoked = wait_runs(admin, "late", 1, ("revoked",), 30)[0]
     assert revoked.reason == "expired before it started" and revoked.finished_at is not None
     assert cluster.markers(label="late") == []
+
+    # The child executing it is killed at the hard time limit: the main process reports it.
+    killed = wait_runs(admin, "slow", 1, ("failed",), 30)[0]
+    assert killed.error.startswith("TimeLimitExceeded") and killed.started_at is not None
+    assert killed.reason == "killed at its hard time limit"
+    assert len(cluster.markers(label="slow")) == 1
 
 
 def test_the_same_message_twice_runs_once(make_cluster, admin_for, publisher):
