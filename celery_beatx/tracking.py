@@ -680,14 +680,37 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
         tracker._error(exc, "recording a lost run")
 
 
+#: The worker's main process (``None``: not a worker).
+_MAIN_PID: int | None = None
+
+
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
-    # Read the settings in the parent: forked children inherit them (one "off" log line).
+    """In the worker's main process, before it forks anything: read the settings (forked
+    children inherit them: one "off" log line) and import what tracking uses.  A module
+    imported for the first time by a background thread could be half-imported, its lock
+    held, at the moment the main process forks (a pool child, the ``-B`` beat process),
+    and the child would hang importing it."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     tracker = getattr(getattr(sender, "app", None), "_beatx_tracker", None)
-    if tracker is not None:
-        tracker.resolve()
+    if tracker is None:
+        return
+    if tracker.resolve():
+        try:
+            with _quiet_alembic():
+                from . import migrate  # noqa: F401
+                from .store import engine, repository  # noqa: F401
+
+                _known_revisions()
+        except Exception as exc:
+            tracker._error(exc, "starting")
 
 
 def _on_process_init(**_: Any) -> None:
+    # Warm up in pool children only: the main process (solo pool) may still fork (``-B``),
+    # and must not have threads of ours in the middle of something when it does.
+    if os.getpid() == _MAIN_PID:
+        return
     for tracker in list(_TRACKERS):
         tracker.warm()
 

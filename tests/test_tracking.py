@@ -102,6 +102,8 @@ def test_a_run_succeeds_then_a_second_delivery_is_not_run(tracked, queued):
     assert row.status == "succeeded" and row.duplicates == 1
     assert row.started_at is not None and row.finished_at >= row.started_at
     assert 0 <= row.runtime < 1 and row.worker and row.error is None
+    # Started before beat confirmed the publish (the run was still pending): sent by then.
+    assert row.sent_at == row.started_at
 
 
 def test_a_failure_keeps_the_error_type_and_message_within_bounds(tracked, queued):

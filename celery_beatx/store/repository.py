@@ -78,10 +78,13 @@ def _start_statements(startable: tuple[str, ...]) -> tuple[Any, Any]:
     """The two statements of :meth:`Repository.start_run`, built once: a task waits for
     them, and building a statement costs more than a local round trip."""
     table = Run.__table__
+    started = bindparam("b_started", type_=table.c.started_at.type)
     start = (update(table)
              .where(table.c.task_id == bindparam("b_id"), _one_of(table.c.status, startable))
-             .values(status="started", started_at=bindparam("b_started"),
-                     worker=bindparam("b_worker")))
+             .values(status="started", started_at=started, worker=bindparam("b_worker"),
+                     # A run can start before beat confirms its publish (still pending): it
+                     # was sent by then.
+                     sent_at=func.coalesce(table.c.sent_at, started)))
     duplicate = (update(table).where(table.c.task_id == bindparam("b_id"))
                  .values(duplicates=table.c.duplicates + 1))
     return start, duplicate
@@ -99,6 +102,7 @@ def _finish_statement(open_statuses: tuple[str, ...]) -> Any:
                  table.c.started_at == started)))
         .values(status=bindparam("b_status"),
                 started_at=func.coalesce(started, table.c.started_at),
+                sent_at=func.coalesce(table.c.sent_at, started),
                 finished_at=bindparam("b_finished"), runtime=bindparam("b_runtime"),
                 error=bindparam("b_error"), reason=bindparam("b_reason"),
                 worker=func.coalesce(table.c.worker, bindparam("b_worker"))))
