@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .admin import BeatAdmin
     from .definitions import TaskInfo
     from .scheduler import Scheduler
+    from .tracking import TrackedTask, track
 
 __version__ = "0.1.0"
 
@@ -74,6 +75,7 @@ __all__ = [
     "TaskExists",
     "TaskInfo",
     "TaskNotFound",
+    "TrackedTask",
     "VersionNotFound",
     "WriteConflict",
     "cron",
@@ -83,12 +85,15 @@ __all__ = [
     "on_alert",
     "schedule_from_dict",
     "solar",
+    "track",
 ]
 
 _LAZY = {
     "BeatAdmin": ("admin", "BeatAdmin"),
     "TaskInfo": ("definitions", "TaskInfo"),
     "Scheduler": ("scheduler", "Scheduler"),
+    "TrackedTask": ("tracking", "TrackedTask"),
+    "track": ("tracking", "track"),
 }
 
 

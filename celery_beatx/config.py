@@ -113,6 +113,9 @@ class BeatxConfig:
     #: Most messages published between a record and its confirm (the duplicates a kill -9
     #: can cause, always with the same task id).
     max_in_flight: int = 100
+    #: Longest a worker waits for the database before starting a tracked task (seconds);
+    #: past it the task runs anyway and its start is written in the background.
+    track_timeout: float = 1.0
 
     @classmethod
     def from_app(cls, app: Any, schedule_filename: str | None = None) -> BeatxConfig:
@@ -137,5 +140,6 @@ class BeatxConfig:
             default_alerts=conf.get("beatx_default_alerts"),
             history_keep=int(get("beatx_history_keep", 1000)),
             max_in_flight=int(get("beatx_max_in_flight", 100)),
+            track_timeout=float(get("beatx_track_timeout", 1.0)),
             timezone=app_timezone(app),
         )

@@ -334,6 +334,16 @@ class TaskInfo:
     #: The change revision of the last definition change (the change feed's order).
     revision: int = 0
     schedule_dict: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Why, by whom and since when the task is paused (``BeatAdmin.pause``); ``None``
+    #: when it is not.
+    paused_reason: str | None = None
+    paused_by: str | None = None
+    paused_at: datetime | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether beat holds the task back (``pause``) until ``resume``."""
+        return self.paused_at is not None
 
     @property
     def effective_schedule(self) -> BaseSchedule | None:

@@ -22,6 +22,7 @@ from ..schedules.base import require_aware
 from ..schedules.memory import is_in_memory
 from ..store.rows import info_from_row, load_schedule
 from ._base import AdminBase, first_run_at
+from .dependencies import drop_dependencies_on
 
 #: Options a ``kombu.Queue`` given as ``queue`` sets (see ``values.queue_routing``).
 ROUTING = ("exchange", "exchange_type", "routing_key")
@@ -166,15 +167,21 @@ class TasksMixin(AdminBase):
             row.revision = self.repo.next_revision(session)
             row.updated_at = now
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, force: bool = False) -> None:
         """Remove a task (its versions go with it; its run history stays).
+
+        A task others depend on is refused unless ``force``: then it is taken out of their
+        ``depends_on`` (a new version of each), in the same transaction.
 
         :raises TaskNotFound: no such task.
         """
-        self.remove_many([name])
+        self.remove_many([name], force=force)
 
-    def remove_many(self, names: Iterable[str]) -> int:
-        """Remove several tasks in one transaction: all exist and are removed, or none."""
+    def remove_many(self, names: Iterable[str], force: bool = False) -> int:
+        """Remove several tasks in one transaction: all exist and are removed, or none
+        (``force``: as in :meth:`remove`)."""
+        if not isinstance(force, bool):
+            raise InvalidSchedule(f"force {force!r} must be True or False", "force")
         names = list(dict.fromkeys(names))
         now = self._now()
 
@@ -183,16 +190,19 @@ class TasksMixin(AdminBase):
             missing = [n for n in names if n not in rows]
             if missing:
                 raise TaskNotFound(f"task {missing[0]!r} does not exist")
-            dependants = [(a, b) for a, b in self.repo.dependency_edges(session)
-                          if b in rows and a not in rows]
-            if dependants:
+            dependants = sorted((a, b) for a, b in self.repo.dependency_edges(session)
+                                if b in rows and a not in rows)
+            if dependants and not force:
                 a, b = dependants[0]
                 raise InvalidSchedule(
-                    f"depends_on: task {a!r} depends on {b!r}; remove or change it first",
-                    "depends_on")
+                    f"depends_on: task {a!r} depends on {b!r}; remove or change it first, "
+                    "or pass force=True", "depends_on")
+            revision = self.repo.next_revision(session)
+            if dependants:
+                drop_dependencies_on(self, session, set(rows), now, revision)
             for row in rows.values():
                 session.expunge(row)
-            self.repo.remove_tasks(session, names, self.repo.next_revision(session), now)
+            self.repo.remove_tasks(session, names, revision, now)
             return len(names)
 
         return self._write(body)

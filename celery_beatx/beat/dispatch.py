@@ -588,7 +588,10 @@ class Dispatcher:
             self.unsent.append(Send(run.task_id, run.task_name, run.scheduled_at, run.attempt,
                                     run.kind or SCHEDULED, finishes=True))
         for owner, count in orphans.items():
-            if owner in stopped:
+            if owner == "?":
+                self.logger.info("beat: sending %d run(s) queued through the admin API "
+                                 "(run_now, backfill)", count)
+            elif owner in stopped:
                 self.logger.info("beat: %d run(s) were left pending by a shutdown of %s; "
                                  "sending them now", count, owner)
             else:

@@ -7,12 +7,25 @@ so a caller composes several of them into one atomic change with :meth:`Reposito
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,6 +62,50 @@ T = TypeVar("T")
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start:start + CHUNK]
+
+
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """``column IN (...)`` with the values written into the SQL: an executemany cannot
+    expand a bound list.  Only for our own constants (run statuses)."""
+    for value in values:
+        if not value.isidentifier():
+            raise ValueError(f"{value!r} is not a status name")
+    return column.in_([literal_column(f"'{value}'") for value in values])
+
+
+@functools.lru_cache(maxsize=8)
+def _start_statements(startable: tuple[str, ...]) -> tuple[Any, Any]:
+    """The two statements of :meth:`Repository.start_run`, built once: a task waits for
+    them, and building a statement costs more than a local round trip."""
+    table = Run.__table__
+    started = bindparam("b_started", type_=table.c.started_at.type)
+    start = (update(table)
+             .where(table.c.task_id == bindparam("b_id"), _one_of(table.c.status, startable))
+             .values(status="started", started_at=started, worker=bindparam("b_worker"),
+                     # A run can start before beat confirms its publish (still pending): it
+                     # was sent by then.
+                     sent_at=func.coalesce(table.c.sent_at, started)))
+    duplicate = (update(table).where(table.c.task_id == bindparam("b_id"))
+                 .values(duplicates=table.c.duplicates + 1))
+    return start, duplicate
+
+
+@functools.lru_cache(maxsize=8)
+def _finish_statement(open_statuses: tuple[str, ...]) -> Any:
+    """The statement of :meth:`Repository.finish_runs`, built once."""
+    table = Run.__table__
+    started = bindparam("b_started", type_=table.c.started_at.type)
+    return (update(table).where(
+        table.c.task_id == bindparam("b_id"),
+        or_(_one_of(table.c.status, open_statuses),
+            and_(_one_of(table.c.status, ("started", "stuck")),
+                 table.c.started_at == started)))
+        .values(status=bindparam("b_status"),
+                started_at=func.coalesce(started, table.c.started_at),
+                sent_at=func.coalesce(table.c.sent_at, started),
+                finished_at=bindparam("b_finished"), runtime=bindparam("b_runtime"),
+                error=bindparam("b_error"), reason=bindparam("b_reason"),
+                worker=func.coalesce(table.c.worker, bindparam("b_worker"))))
 
 
 def json_bytes(value: Any) -> int:
@@ -232,6 +289,20 @@ class Repository:
         rows = session.execute(select(Dependency.task_name, Dependency.depends_on))
         return [(a, b) for a, b in rows]
 
+    def declared_dependencies(self, session: Session) -> dict[str, Any]:
+        """Every task's stored ``depends_on`` (what beat gates on), by name."""
+        return {name: deps for name, deps in session.execute(
+            select(Task.name, Task.depends_on))}
+
+    def dependants_of(self, session: Session, names: Iterable[str]) -> list[tuple[str, str]]:
+        """Edges ``(task, dependency)`` whose dependency is one of ``names``."""
+        found: list[tuple[str, str]] = []
+        for chunk in _chunks(sorted(set(names))):
+            found.extend((a, b) for a, b in session.execute(
+                select(Dependency.task_name, Dependency.depends_on)
+                .where(Dependency.depends_on.in_(chunk))))
+        return found
+
     def remove_tasks(self, session: Session, names: Sequence[str], revision: int,
                      now: datetime) -> None:
         """Delete tasks with their versions and edges, leaving tombstones so running beats
@@ -391,6 +462,162 @@ class Repository:
             session.execute(delete(Run).where(Run.task_name == name, Run.id <= cutoff,
                                               Run.status != "pending"),
                             execution_options=NO_SYNC)
+
+    # -- outcomes written by the worker hook (celery_beatx.track) -----------------------
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a bare connection, without the ORM session (the worker hook's
+        path: a task waits for it).  The run methods below accept it in place of a
+        session."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def start_run(self, session: Session | Connection, task_id: str, *, started_at: datetime,
+                  worker: str | None, startable: Sequence[str]) -> str:
+        """Move run ``task_id`` to ``started`` if its status is one of ``startable``.
+
+        The update is conditional, so of several deliveries of one task id only one wins.
+        Returns ``"started"`` (this delivery won), ``"duplicate"`` (the run exists in
+        another state: its ``duplicates`` count was incremented) or ``"unknown"`` (no such
+        run: not a celery-beatx send, or its history was pruned).
+        """
+        start, duplicate = _start_statements(tuple(startable))
+        won = session.execute(start, {"b_id": task_id, "b_started": started_at,
+                                      "b_worker": worker})
+        if won.rowcount:  # type: ignore[attr-defined]
+            return "started"
+        seen = session.execute(duplicate, {"b_id": task_id})
+        return "duplicate" if seen.rowcount else "unknown"  # type: ignore[attr-defined]
+
+    def finish_runs(self, session: Session | Connection, outcomes: Sequence[Mapping[str, Any]],
+                    *, open_statuses: Sequence[str]) -> None:
+        """Record outcomes reported by workers, in one executemany.
+
+        Each outcome is a mapping with ``task_id``, ``status``, ``started_at`` (when this
+        delivery started, or ``None`` when not known), ``finished_at``, ``runtime``,
+        ``error``, ``reason`` and ``worker``.  An outcome is written when the run is still
+        open (a status in ``open_statuses``: its start may not have been recorded), or when
+        it is ``started``/``stuck`` by this very delivery (same ``started_at``): the outcome
+        of a duplicate delivery never overwrites the run another delivery is executing.
+        """
+        if not outcomes:
+            return
+        session.execute(
+            _finish_statement(tuple(open_statuses)),
+            [{"b_id": o["task_id"], "b_status": o["status"], "b_started": o["started_at"],
+              "b_finished": o["finished_at"], "b_runtime": o["runtime"],
+              "b_error": o["error"], "b_reason": o["reason"], "b_worker": o["worker"]}
+             for o in outcomes])
+
+    def end_runs(self, session: Session | Connection, endings: Sequence[Mapping[str, Any]], *,
+                 open_statuses: Sequence[str]) -> None:
+        """Record runs ended from outside their execution: revoked (or expired) by the
+        worker, or failed because the process executing them was lost or killed at its hard
+        time limit.  Each ending has ``task_id``, ``status``, ``finished_at``, ``error`` and
+        ``reason``; it applies to a run not finished yet, started or not."""
+        if not endings:
+            return
+        table = Run.__table__
+        session.execute(
+            update(table).where(table.c.task_id == bindparam("b_id"),
+                                _one_of(table.c.status, (*open_statuses, "started")))
+            .values(status=bindparam("b_status"), finished_at=bindparam("b_finished"),
+                    error=bindparam("b_error"), reason=bindparam("b_reason")),
+            [{"b_id": e["task_id"], "b_status": e["status"], "b_finished": e["finished_at"],
+              "b_error": e["error"], "b_reason": e["reason"]} for e in endings])
+
+    def ping(self, session: Session | Connection) -> None:
+        """One round trip (a database that answers is back)."""
+        session.execute(select(literal_column("1"))).scalar_one()
+
+    # -- history and statistics ----------------------------------------------------------
+
+    def run_counts(self, session: Session, name: str) -> dict[str, int]:
+        """How many runs of ``name`` are kept in each status."""
+        return {status: int(count) for status, count in session.execute(
+            select(Run.status, func.count()).where(Run.task_name == name)
+            .group_by(Run.status))}
+
+    def runtimes(self, session: Session, name: str, statuses: Sequence[str]) -> list[float]:
+        """Runtimes of the runs of ``name`` in ``statuses`` (those that have one)."""
+        return [float(r) for r in session.scalars(
+            select(Run.runtime).where(Run.task_name == name, Run.status.in_(list(statuses)),
+                                      Run.runtime.is_not(None)))]
+
+    def last_error(self, session: Session, name: str) -> tuple[str, datetime | None] | None:
+        """The newest error text of ``name`` and when it happened."""
+        row = session.execute(
+            select(Run.error, func.coalesce(Run.finished_at, Run.sent_at, Run.created_at))
+            .where(Run.task_name == name, Run.error.is_not(None))
+            .order_by(Run.id.desc()).limit(1)).first()
+        return (row[0], row[1]) if row is not None else None
+
+    def duplicate_total(self, session: Session, name: str) -> int:
+        """Deliveries of ``name``'s runs the worker hook saw after the first."""
+        return int(session.execute(select(func.coalesce(func.sum(Run.duplicates), 0))
+                                   .where(Run.task_name == name)).scalar_one())
+
+    def has_runs(self, session: Session, name: str) -> bool:
+        return session.execute(select(Run.id).where(Run.task_name == name).limit(1)
+                               ).first() is not None
+
+    def get_run(self, session: Session, task_id: str) -> Run | None:
+        return session.scalars(select(Run).where(Run.task_id == task_id)).one_or_none()
+
+    # -- stuck runs ------------------------------------------------------------------------
+
+    def mark_stuck(self, session: Session, now: datetime, thresholds: Mapping[str, float],
+                   default: float | None = None) -> list[tuple[str, str, str]]:
+        """Mark runs ``sent`` longer than their task's threshold without starting, and runs
+        ``started`` longer than it without finishing, as ``stuck``.
+
+        ``thresholds`` maps task names to seconds (``stuck_seconds`` of their alerts);
+        ``default`` applies to the other tasks (``None``: they are not checked).  One
+        query reads the candidates, runs sent or started longer ago than the *smallest*
+        threshold (few: only runs in flight have those statuses, and ``status`` is
+        indexed); the per-task threshold is applied to them here, so thousands of tasks cost
+        no more statements.  Returns ``(task_name, task_id, previous status)`` of each run
+        marked.
+        """
+        limits = [float(s) for s in thresholds.values() if s is not None and s > 0]
+        if default is not None and default > 0:
+            limits.append(float(default))
+        if not limits:
+            return []
+        cutoff = now - timedelta(seconds=min(limits))
+        since = func.coalesce(Run.sent_at, Run.created_at)
+        candidates = session.execute(
+            select(Run.task_name, Run.task_id, Run.status, since, Run.started_at).where(
+                or_(and_(Run.status == "sent", since <= cutoff),
+                    and_(Run.status == "started", Run.started_at <= cutoff)))).all()
+        groups: dict[tuple[str, float], list[tuple[str, str]]] = {}
+        for name, task_id, status, sent_at, started_at in candidates:
+            limit = thresholds.get(name, default)
+            if limit is None or limit <= 0:
+                continue
+            moment = started_at if status == "started" else sent_at
+            if moment is None or moment > now - timedelta(seconds=limit):
+                continue
+            groups.setdefault((status, float(limit)), []).append((name, task_id))
+        marked: list[tuple[str, str, str]] = []
+        for (status, limit), runs in sorted(groups.items()):
+            what = "started" if status == "sent" else "finished"
+            reason = f"{status} and not {what} within {limit:g} s"
+            for chunk in _chunks(runs):
+                result = session.execute(
+                    update(Run).where(Run.task_id.in_([t for _, t in chunk]),
+                                      Run.status == status)
+                    .values(status="stuck", reason=reason), execution_options=NO_SYNC)
+                moved = int(result.rowcount or 0)  # type: ignore[attr-defined]
+                if moved == len(chunk):
+                    marked.extend((n, t, status) for n, t in chunk)
+                elif moved:  # some changed meanwhile (a late start or outcome): ask which
+                    done = set(session.scalars(select(Run.task_id).where(
+                        Run.task_id.in_([t for _, t in chunk]), Run.status == "stuck",
+                        Run.reason == reason)))
+                    marked.extend((n, t, status) for n, t in chunk if t in done)
+        return marked
 
     # -- alerts --------------------------------------------------------------------------
 

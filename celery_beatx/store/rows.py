@@ -179,9 +179,19 @@ def info_from_row(row: Any, loaded: Loaded | None = None) -> TaskInfo:
         schedule_dict=dict(stored) if isinstance(stored, Mapping) else {},
         source=row.source if isinstance(row.source, str) else "?",
         invalid_reason=row.invalid_reason or ("; ".join(reasons) or None),
+        **_paused(row),
         **state,
         **fields,
     )
+
+
+def _paused(row: Any) -> dict[str, Any]:
+    """The pause fields of a row (a value of the wrong type reads as absent)."""
+    at = row.paused_at if isinstance(row.paused_at, datetime) else None
+    reason, by = row.paused_reason, row.paused_by
+    return {"paused_at": at,
+            "paused_reason": reason if at is not None and isinstance(reason, str) else None,
+            "paused_by": by if at is not None and isinstance(by, str) else None}
 
 
 class Snapshot:

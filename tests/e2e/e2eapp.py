@@ -155,3 +155,41 @@ def mark(self, label: str, *extra: object) -> str:
     finally:
         os.close(fd)
     return label
+
+
+def _append_marker(task, label: str, extra: tuple) -> None:
+    run = getattr(task.request, "beatx_run", None)
+    if run is None and isinstance(task.request.headers, dict):
+        run = task.request.headers.get("beatx_run")
+    line = json.dumps({"task_id": task.request.id, "task": task.name, "label": label,
+                       "extra": list(extra), "time": time.time(), "beatx_run": run,
+                       "retries": task.request.retries, "pid": os.getpid()})
+    fd = os.open(MARKERS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@app.task(bind=True, name="e2eapp.fail")
+def fail(self, label: str, *extra: object) -> None:
+    """Mark, then raise ``ValueError("boom <label>")``."""
+    _append_marker(self, label, extra)
+    raise ValueError(f"boom {label}")
+
+
+@app.task(bind=True, name="e2eapp.sleep")
+def sleep(self, label: str, seconds: float = 1.0, *extra: object) -> str:
+    """Mark, then sleep ``seconds``."""
+    _append_marker(self, label, (seconds, *extra))
+    time.sleep(seconds)
+    return label
+
+
+@app.task(bind=True, name="e2eapp.flaky", max_retries=3)
+def flaky(self, label: str, *extra: object) -> str:
+    """Mark; the first attempt asks Celery to retry (after 0.3 s), the next one succeeds."""
+    _append_marker(self, label, extra)
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.3, exc=RuntimeError(f"first try of {label} fails"))
+    return label
