@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from ._base import find_cycle, first_run_at
 from .alerts import AlertsMixin
+from .conflicts import ConflictsMixin
+from .health import HealthMixin, HealthReport
 from .locks import LocksMixin
 from .runs import RunInfo, RunsMixin
 from .tasks import TasksMixin, Version
 from .transfer import EXPORT_FORMAT, TransferMixin
 
-__all__ = ["BeatAdmin", "EXPORT_FORMAT", "RunInfo", "Version", "find_cycle", "first_run_at"]
+__all__ = ["BeatAdmin", "EXPORT_FORMAT", "HealthReport", "RunInfo", "Version", "find_cycle",
+           "first_run_at"]
 
 
-class BeatAdmin(TasksMixin, TransferMixin, RunsMixin, AlertsMixin, LocksMixin):
+class BeatAdmin(TasksMixin, TransferMixin, RunsMixin, AlertsMixin, HealthMixin,
+                ConflictsMixin, LocksMixin):
     """Change schedules while beat runs.
 
     :param app: a Celery app; its ``beatx_*`` settings choose the database.

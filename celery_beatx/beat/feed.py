@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..alerts import Alert, AlertCooldown, dispatch
+from ..alerts import INVALID_SCHEDULE, Alert, AlertCooldown, dispatch
 from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
 from ..policies import jitter_offset
 from ..states import RUNS_COUNTER
 from ..store.repository import Repository
 from ..store.rows import load_schedule
+from .alerting import resolve, store
 from .heap import Slot, SlotHeap, ts
+from .outage import cause
 
 
 @dataclass(frozen=True)
@@ -191,23 +193,30 @@ class Feed:
     # -- invalid marks ---------------------------------------------------------------------
 
     def save_marks(self, marks: dict[str, str | None]) -> None:
-        """Write invalid marks (None clears one) and raise an alert for each new one."""
+        """Write invalid marks (None clears one) and raise an alert for each new one; a
+        cleared mark resolves the task's open ``invalid_schedule`` alert."""
         if not marks:
             return
         now = self.clock()
-        alerts = [Alert(level="critical", kind="invalid_schedule", task_name=name,
+        alerts = [Alert(level="critical", kind=INVALID_SCHEDULE, task_name=name,
                         message=f"task {name!r} cannot be scheduled and is skipped: {reason}",
                         at=now) for name, reason in marks.items() if reason]
         alerts = [a for a in alerts if self._cooldown.admit(a)]
+        cleared = [name for name, reason in marks.items() if reason is None]
         try:
             with self.repo.transaction() as session:
                 self.repo.mark_invalid(session, marks)
-                for alert in alerts:
-                    self.repo.add_alert(session, level=alert.level, kind=alert.kind,
-                                        task_name=alert.task_name, message=alert.message,
-                                        at=alert.at)
-        except Exception:
-            self.logger.warning("beat: could not record invalid marks; retrying at next load",
-                                exc_info=True)
+                alerts = [store(self.repo, session, alert) for alert in alerts]
+                still_open: dict[str, list[int]] = {}
+                for old in (self.repo.open_alerts(session, [INVALID_SCHEDULE], names=cleared)
+                            if cleared else ()):
+                    still_open.setdefault(old.task_name or "", []).append(old.id)
+                for name, ids in sorted(still_open.items()):
+                    alerts.append(resolve(self.repo, session, name, {
+                        INVALID_SCHEDULE: (ids, "it can be scheduled again")}, now))
+        except Exception as exc:
+            self.logger.warning("beat: could not record invalid marks (%s); retrying at next "
+                                "load", cause(exc))
+            self.logger.debug("beat: invalid marks error", exc_info=exc)
         for alert in alerts:
             dispatch(alert)
