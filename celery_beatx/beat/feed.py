@@ -10,7 +10,7 @@ invalid with a critical alert and left out, and the feed goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -165,12 +165,11 @@ class Feed:
         with self.repo.transaction(readonly=True) as session:
             changed, removed, upto = self.repo.changes_since(session, self.revision)
             self.runs_counter = self.repo.counter(session, RUNS_COUNTER)
-            for row in changed:
-                self.apply_row(row, marks)
+            usable = [row.name for row in changed if self.apply_row(row, marks) is not None]
             for stone in removed:
                 self.heap.remove(stone.name)
         self.revision = upto
-        self.save_marks(marks)
+        self.save_marks(marks, fixed=usable)
         if changed or removed:
             self.logger.info("beat: picked up %d changed and %d removed task(s)",
                              len(changed), len(removed))
@@ -192,17 +191,27 @@ class Feed:
 
     # -- invalid marks ---------------------------------------------------------------------
 
-    def save_marks(self, marks: dict[str, str | None]) -> None:
+    def save_marks(self, marks: dict[str, str | None], fixed: Sequence[str] = ()) -> None:
         """Write invalid marks (None clears one) and raise an alert for each new one; a
-        cleared mark resolves the task's open ``invalid_schedule`` alert."""
-        if not marks:
+        cleared mark, or a task in ``fixed`` (changed and schedulable again, e.g. an admin
+        fixed its schedule), resolves the task's open ``invalid_schedule`` alert."""
+        if not marks and not fixed:
             return
+        if not marks:
+            try:  # the common case: nothing to resolve, and no write transaction for it
+                with self.repo.transaction(readonly=True) as session:
+                    if not self.repo.open_alerts(session, [INVALID_SCHEDULE], names=fixed):
+                        return
+            except Exception as exc:
+                self.logger.debug("beat: could not look for open alerts: %s", cause(exc))
+                return
         now = self.clock()
         alerts = [Alert(level="critical", kind=INVALID_SCHEDULE, task_name=name,
                         message=f"task {name!r} cannot be scheduled and is skipped: {reason}",
                         at=now) for name, reason in marks.items() if reason]
         alerts = [a for a in alerts if self._cooldown.admit(a)]
-        cleared = [name for name, reason in marks.items() if reason is None]
+        cleared = sorted({name for name, reason in marks.items() if reason is None}
+                         | set(fixed))
         try:
             with self.repo.transaction() as session:
                 self.repo.mark_invalid(session, marks)
