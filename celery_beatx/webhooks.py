@@ -137,7 +137,7 @@ class _Channel:
         if self.failing_since is None:
             self.failing_since = self.mono()
             logger.warning("alert webhook %s cannot be reached (%s); retrying with back-off "
-                           "(at most every %.0f s)", self.webhook.safe_url, detail,
+                           "(at most every %g s)", self.webhook.safe_url, detail,
                            self.max_delay)
         else:
             logger.debug("alert webhook %s still failing: %s", self.webhook.safe_url, detail)
