@@ -225,9 +225,10 @@ class WebhookSender:
         return all(c.idle() for c in self.channels)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop receiving alerts and stop the threads (alerts still queued are dropped; a
-        delivery under way gets ``timeout`` seconds to finish)."""
+        """Stop receiving alerts; give the queued ones up to ``timeout`` seconds to go out
+        (a dead receiver costs a clean shutdown that long), then stop the threads."""
         remove_sink(self.enqueue)
+        self.flush(timeout)
         for channel in self.channels:
             with channel.cond:
                 channel.stopping = True
