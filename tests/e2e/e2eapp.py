@@ -99,3 +99,9 @@ def mark(self, label: str, *extra: object) -> str:
     finally:
         os.close(fd)
     return label
+
+
+@app.task(name="e2eapp.fail")
+def fail(label: str, *extra: object) -> None:
+    """Always raises (the alert tests count its failures)."""
+    raise ValueError(f"{label} failed on purpose")
