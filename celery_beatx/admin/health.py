@@ -212,9 +212,8 @@ class HealthMixin(AdminBase):
                                              limit=SHOWN + 1)
             stuck = [StuckRun(r.task_name, r.task_id, r.scheduled_at, r.reason)
                      for r in stuck_rows]
-            stuck_count = len(stuck) if len(stuck) <= SHOWN else len(
-                repo.runs_in_status(session, (STUCK,), since=now - stuck_within,
-                                    limit=1_000_000))
+            stuck_count = len(stuck) if len(stuck) <= SHOWN else \
+                repo.count_in_status(session, (STUCK,), since=now - stuck_within)
             invalid = [InvalidTask(r.name, r.invalid_reason)
                        for r in repo.invalid_tasks(session, limit=SHOWN)]
             invalid_count = repo.task_counts(session)["invalid"] if len(invalid) >= SHOWN \

@@ -482,9 +482,12 @@ class Repository:
             stmt = stmt.where(Run.created_at > since)
         return list(session.execute(stmt.order_by(Run.id.desc()).limit(limit)))
 
-    def count_in_status(self, session: Session, statuses: Sequence[str]) -> int:
-        return int(session.execute(select(func.count()).select_from(Run).where(
-            Run.status.in_(list(statuses)))).scalar_one())
+    def count_in_status(self, session: Session, statuses: Sequence[str], *,
+                        since: datetime | None = None) -> int:
+        stmt = select(func.count()).select_from(Run).where(Run.status.in_(list(statuses)))
+        if since is not None:
+            stmt = stmt.where(Run.created_at > since)
+        return int(session.execute(stmt).scalar_one())
 
     def latest_outcomes(self, session: Session, names: Iterable[str], statuses: Sequence[str],
                         limit: int) -> dict[str, list[Any]]:
