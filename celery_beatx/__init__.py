@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .alerts import Alert, on_alert
+from .alerts import Alert, AlertConfig, on_alert
+from .conflicts import Conflict
 from .errors import (
     BeatxError,
     DependencyCycle,
@@ -43,7 +44,7 @@ from .schedules import (
 from .timezones import TimezoneUtils
 
 if TYPE_CHECKING:
-    from .admin import BeatAdmin
+    from .admin import BeatAdmin, HealthReport
     from .definitions import TaskInfo
     from .scheduler import Scheduler
     from .tracking import TrackedTask, track
@@ -52,10 +53,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alert",
+    "AlertConfig",
     "BaseSchedule",
     "BeatAdmin",
     "BeatxError",
     "Calendar",
+    "Conflict",
+    "HealthReport",
     "ScheduleBuilder",
     "ScheduleTemplates",
     "TimezoneUtils",
@@ -90,6 +94,7 @@ __all__ = [
 
 _LAZY = {
     "BeatAdmin": ("admin", "BeatAdmin"),
+    "HealthReport": ("admin", "HealthReport"),
     "TaskInfo": ("definitions", "TaskInfo"),
     "Scheduler": ("scheduler", "Scheduler"),
     "TrackedTask": ("tracking", "TrackedTask"),

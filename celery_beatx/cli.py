@@ -274,3 +274,131 @@ def import_(ctx: click.Context, source: Any, replace: bool) -> None:
     """Load a JSON document written by `export` (all or nothing)."""
     count = _admin(ctx).import_state(source.read(), mode="replace" if replace else "merge")
     click.echo(f"imported {count} task(s)")
+
+
+# -- health, status, alerts, conflicts ---------------------------------------------------------
+
+
+@beatx.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--instance", default=None,
+              help="Judge only this beat's heartbeat (its beatx_instance_id, or the hostname "
+                   "of the default hostname:pid): a per-process liveness probe.")
+@click.option("--overdue-grace", type=float, default=None,
+              help="Seconds a task may be behind its fire time (default 60).")
+@click.pass_context
+@_errors
+def health(ctx: click.Context, as_json: bool, instance: str | None,
+           overdue_grace: float | None) -> None:
+    """Check beat's health; exit 0 when healthy, 1 when not (for probes)."""
+    options: dict[str, Any] = {"instance": instance}
+    if overdue_grace is not None:
+        options["overdue_grace"] = overdue_grace
+    try:
+        report = _admin(ctx).health(**options)
+    except BeatxError:
+        raise
+    except Exception as exc:  # a probe must answer: the database is part of beat's health
+        from .beat.outage import cause
+
+        click.echo(f"UNHEALTHY\n  problem: cannot read the schedule database: {cause(exc)}")
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        click.echo("healthy" if report.healthy else "UNHEALTHY")
+        for problem in report.problems:
+            click.echo(f"  problem: {problem}")
+        for warning in report.warnings:
+            click.echo(f"  warning: {warning}")
+    sys.exit(0 if report.healthy else 1)
+
+
+@beatx.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show beat instances, overdue tasks, stuck runs, invalid tasks and open alerts."""
+    report = _admin(ctx).health()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        return
+    click.echo(f"{'healthy' if report.healthy else 'UNHEALTHY'} at {_fmt(report.checked_at)}; "
+               f"schema {report.schema.current or '-'} (head {report.schema.head}); "
+               f"sending: {report.leader or 'nobody'}")
+    for problem in report.problems:
+        click.echo(f"  problem: {problem}")
+    for warning in report.warnings:
+        click.echo(f"  warning: {warning}")
+    sections: list[tuple[str, list[list[Any]], list[str]]] = [
+        ("Beat instances", [[i.instance_id, i.role, "yes" if i.alive else "no",
+                             f"{i.heartbeat_age:.1f} s", f"{i.heartbeat_every:g} s",
+                             i.started_at] for i in report.instances],
+         ["instance", "role", "alive", "heartbeat age", "every", "started"]),
+        (f"Overdue tasks ({report.overdue_count})",
+         [[o.name, o.next_run_at, f"{o.late_seconds:.0f} s"] for o in report.overdue],
+         ["task", "next run", "late"]),
+        (f"Stuck runs ({report.stuck_count})",
+         [[r.task_name, r.scheduled_at, r.task_id, r.reason] for r in report.stuck],
+         ["task", "scheduled", "task id", "reason"]),
+        (f"Invalid tasks ({report.invalid_count})",
+         [[t.name, t.reason] for t in report.invalid], ["task", "reason"]),
+        (f"Open alerts ({report.open_alert_count})",
+         [[a.at, a.level, a.kind, a.task_name, a.message] for a in report.open_alerts],
+         ["at", "level", "kind", "task", "message"]),
+    ]
+    for title, rows, headers in sections:
+        click.echo(f"\n{title}")
+        if rows:
+            _table(rows, headers)
+        else:
+            click.echo("  none")
+    outcomes = report.outcomes
+    if outcomes is not None:
+        click.echo(f"\nRun outcomes: {outcomes.needed_by} task(s) need them; newest "
+                   f"{_fmt(outcomes.last_outcome_at)}; "
+                   f"{'recorded' if outcomes.recorded else 'NOT being recorded'}")
+
+
+@beatx.command(name="alerts")
+@click.option("--level", type=click.Choice(["info", "warning", "critical"]), default=None,
+              help="Minimum level.")
+@click.option("--task", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def alerts_(ctx: click.Context, level: str | None, task: str | None, limit: int,
+            as_json: bool) -> None:
+    """List stored alerts, newest first."""
+    rows = [asdict(a) for a in _admin(ctx).alerts(level=level, task=task, limit=limit)]
+    _emit(rows, as_json, lambda rs: _table(
+        [[r["at"], r["level"], r["kind"], r["task_name"], r["message"],
+          "yes" if r["resolved_at"] else "-"] for r in rs],
+        ["at", "level", "kind", "task", "message", "resolved"]))
+
+
+@beatx.command()
+@click.option("--window", type=float, default=60.0, show_default=True,
+              help="Seconds between two fire times that count as a conflict.")
+@click.option("--hours", type=float, default=24.0, show_default=True,
+              help="How far ahead to look.")
+@click.option("--high", "high_severity", is_flag=True, help="Only high-severity conflicts.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_errors
+def conflicts(ctx: click.Context, window: float, hours: float, high_severity: bool,
+              limit: int, as_json: bool) -> None:
+    """List pairs of tasks that fire within --window seconds of each other."""
+    from datetime import timedelta
+
+    if not 0 < hours <= 366 * 24:
+        raise click.UsageError("--hours must be > 0 and at most a year")
+    found = _admin(ctx).conflicts(window=window, horizon=timedelta(hours=hours),
+                                  high_severity=high_severity, limit=limit)
+    _emit([asdict(c) for c in found], as_json, lambda rs: _table(
+        [[r["severity"], r["task1"], r["task2"], r["at"], f"{r['overlap_seconds']:g}",
+          r["count"]] for r in rs],
+        ["severity", "task 1", "task 2", "first at", "overlap s", "times"]))

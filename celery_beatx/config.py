@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .alerts import (
+    DEFAULT_COOLDOWN,
+    MAX_ALERT_SECONDS,
+    AlertConfig,
+    Webhook,
+    webhooks_from_setting,
+)
 from .errors import InvalidSchedule
 from .schedules._zones import zone_key
 
@@ -105,8 +113,16 @@ class BeatxConfig:
     lease_seconds: float = 15.0
     instance_id: str = field(default_factory=default_instance_id)
     track_results: bool = True
-    alert_webhooks: tuple[dict[str, Any], ...] = ()
-    default_alerts: Any = None
+    #: ``beatx_alert_webhooks``, validated (see :func:`celery_beatx.alerts.webhook_from_dict`).
+    alert_webhooks: tuple[Webhook, ...] = ()
+    #: ``beatx_default_alerts``: the rules of tasks that have no ``alerts`` of their own.
+    default_alerts: AlertConfig | None = None
+    #: ``beatx_alert_cooldown``: the same (task, kind) alert is not raised again within it.
+    alert_cooldown: float = DEFAULT_COOLDOWN.total_seconds()
+    #: ``beatx_metrics_port``: serve Prometheus metrics on this port (``None``: off).
+    metrics_port: int | None = None
+    #: ``beatx_metrics_addr``: the address the metrics server binds.
+    metrics_addr: str = "0.0.0.0"
     history_keep: int = 1000
     #: IANA name of the app's zone, as Celery resolves it (see :func:`app_timezone`).
     timezone: str = "UTC"
@@ -136,10 +152,46 @@ class BeatxConfig:
             lease_seconds=float(get("beatx_lease_seconds", 15)),
             instance_id=str(get("beatx_instance_id", None) or default_instance_id()),
             track_results=bool(get("beatx_track_results", True)),
-            alert_webhooks=tuple(get("beatx_alert_webhooks", ())),
-            default_alerts=conf.get("beatx_default_alerts"),
+            alert_webhooks=webhooks_from_setting(conf.get("beatx_alert_webhooks")),
+            default_alerts=_default_alerts(conf.get("beatx_default_alerts")),
+            alert_cooldown=_cooldown(get("beatx_alert_cooldown",
+                                         DEFAULT_COOLDOWN.total_seconds())),
+            metrics_port=_port(conf.get("beatx_metrics_port")),
+            metrics_addr=_addr(get("beatx_metrics_addr", "0.0.0.0")),
             history_keep=int(get("beatx_history_keep", 1000)),
             max_in_flight=int(get("beatx_max_in_flight", 100)),
             track_timeout=float(get("beatx_track_timeout", 1.0)),
             timezone=app_timezone(app),
         )
+
+
+def _default_alerts(value: Any) -> AlertConfig | None:
+    if value is None:
+        return None
+    return AlertConfig.coerce(value, "beatx_default_alerts")
+
+
+def _cooldown(value: Any) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= MAX_ALERT_SECONDS:
+        raise InvalidSchedule(f"beatx_alert_cooldown {value!r} must be a number of seconds "
+                              f"from 0 to {MAX_ALERT_SECONDS:g}", "beatx_alert_cooldown")
+    return float(value)
+
+
+def _port(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise InvalidSchedule(f"beatx_metrics_port {value!r} must be a port number 0-65535 "
+                              "or None (off)", "beatx_metrics_port")
+    return value
+
+
+def _addr(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidSchedule(f"beatx_metrics_addr {value!r} must be an address string",
+                              "beatx_metrics_addr")
+    return value

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .alerts import AlertConfig
 from .errors import InvalidSchedule
 from .policies import MAX_CATCHUP, RetryPolicy
 from .schedules import BaseSchedule, Calendar, calendar_filtered, from_celery, schedule_from_dict
@@ -208,7 +209,7 @@ def validate_fields(fields: Mapping[str, Any], timezone: str | None = None,
         elif key == "retry":
             out[key] = None if value is None else RetryPolicy.coerce(value).to_dict()
         elif key == "alerts":
-            out[key] = _as_dict(value, key)
+            out[key] = None if value is None else AlertConfig.coerce(value).to_dict()
         elif key == "jitter":
             out[key] = number(value, key, maximum=JITTER_MAX)
         elif key == "catchup":

@@ -37,6 +37,7 @@ from celery.utils.time import maybe_make_aware
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .admin import BeatAdmin
+from .beat.alerting import AlertEngine
 from .beat.dispatch import BROKER_DOWN, DROPPED, FAILED, SENT, Dispatcher, Send, run_task_id
 from .beat.feed import Feed, fire_at
 from .beat.followups import Followups
@@ -321,6 +322,11 @@ class Scheduler(beat.Scheduler):
         self.feed: Feed | None = None
         self.dispatcher: Dispatcher | None = None
         self.followups: Followups | None = None
+        self.alert_engine: AlertEngine | None = None
+        self.webhooks: Any = None
+        self.metrics: Any = None
+        self._last_alerts = float("-inf")
+        self._last_stuck = float("-inf")
         super().__init__(app, *args, lazy=True, **kwargs)
         # Beat must wake at least every sync interval to read changes and keep its lease: the
         # loop interval (``beat_max_loop_interval``) defaults to it and never exceeds it, as
@@ -368,7 +374,7 @@ class Scheduler(beat.Scheduler):
         self.leadership.on_loss = self._on_loss
         deadline = self.app.conf.beat_cron_starting_deadline
         self.dispatcher = Dispatcher(
-            self.repo, self._heap_slots, feed, self.leadership, publish=self._publish,
+            self.repo, self._heap_slots, feed, self.leadership, publish=self._publish_counted,
             db=self.db, broker=self.broker, logger=logger, clock=self.clock,
             instance_id=self.beatx.instance_id, max_in_flight=self.beatx.max_in_flight,
             grace=max(5.0, 2 * self.beatx.sync_interval),
@@ -378,6 +384,20 @@ class Scheduler(beat.Scheduler):
         self.followups = Followups(
             self.repo, self.leadership, queue=self.dispatcher.unsent.append, db=self.db,
             logger=logger, instance_id=self.beatx.instance_id, clock=self.clock)
+        self.alert_engine = AlertEngine(
+            self.repo, default_alerts=self.beatx.default_alerts,
+            cooldown=self.beatx.alert_cooldown, logger=logger, db=self.db,
+            fence=self.leadership.check_fence, instance_id=self.beatx.instance_id)
+        if self.beatx.alert_webhooks and self.webhooks is None:
+            from .webhooks import WebhookSender
+
+            self.webhooks = WebhookSender(self.beatx.alert_webhooks,
+                                          instance_id=self.beatx.instance_id).start()
+        if self.beatx.metrics_port is not None and self.metrics is None:
+            from .metrics import BeatMetrics  # BeatxError when prometheus_client is missing
+
+            self.metrics = BeatMetrics(self.repo)
+            self.metrics.start(self.beatx.metrics_port, self.beatx.metrics_addr)
         self.leadership.maintain()
 
     def _ensure_setup(self) -> None:
@@ -676,6 +696,8 @@ class Scheduler(beat.Scheduler):
     def _on_gain(self) -> None:
         """Leader (or single): load every enabled task and take over orphaned runs."""
         assert self.feed is not None and self.dispatcher is not None
+        if self.alert_engine is not None:
+            self.alert_engine.reset()
         try:
             with signals_deferred():
                 self.feed.load_all()
@@ -693,10 +715,12 @@ class Scheduler(beat.Scheduler):
         self._recover()
 
     def _on_loss(self) -> None:
-        assert self.dispatcher is not None
+        assert self.dispatcher is not None and self.leadership is not None
         self.dispatcher.drop()
         if self.followups is not None:
             self.followups.reset()
+        if self.alert_engine is not None:
+            self.alert_engine.leader_lost(self.leadership.last_loss, self.clock())
 
     _needs_load = False
 
@@ -719,6 +743,8 @@ class Scheduler(beat.Scheduler):
         with signals_deferred():
             count = self.feed.poll()
         self._last_poll = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.observe_poll()
         return count
 
     def tick(self, *args: Any, **kwargs: Any) -> float:  # type: ignore[override]
@@ -728,6 +754,13 @@ class Scheduler(beat.Scheduler):
         straight back), else the time to the next fire time or check (less Celery's 10 ms
         drift, :meth:`adjust`), at most :attr:`max_interval`.
         """
+        if self.metrics is None:
+            return self._tick()
+        with self.metrics.timed_tick():
+            return self._tick()
+
+    def _tick(self) -> float:
+        """The body of :meth:`tick` (timed by the metrics, when they are on)."""
         self._ensure_setup()
         if self._closing:
             # Closed by the shutdown signal handler while a driver swallowed its SystemExit.
@@ -738,6 +771,8 @@ class Scheduler(beat.Scheduler):
         self._check_clock()
         with signals_deferred():
             leadership.maintain()
+        if self.metrics is not None:
+            self.metrics.set_role(leadership.role)
         if not leadership.may_send():
             return self._wait()
         if self._needs_load:
@@ -776,6 +811,7 @@ class Scheduler(beat.Scheduler):
             self._last_followup = time.monotonic()
             with signals_deferred():
                 self.followups.run(now)
+        self._watch(now, interval)
         # A shutdown signal waits for the batch under way (record, publish, confirm: well
         # under a second), so a clean stop leaves no run recorded and not sent.
         if dispatcher.unsent:
@@ -794,6 +830,41 @@ class Scheduler(beat.Scheduler):
         if self.db.down or self.broker.down or not leadership.may_send():
             return self._wait()
         return 0.0
+
+    def _watch(self, now: datetime, interval: float) -> None:
+        """The leader's watch over outcomes: mark stuck runs (every :data:`RECOVER_EVERY`
+        seconds) and evaluate the alert rules on what happened since last time (every
+        sync interval; a few cheap queries when nothing did)."""
+        mono = time.monotonic()
+        if mono - self._last_stuck >= RECOVER_EVERY:
+            self._last_stuck = mono
+            self._mark_stuck(now)
+        if self.alert_engine is not None and mono - self._last_alerts >= interval:
+            self._last_alerts = mono
+            with signals_deferred():
+                alerts = self.alert_engine.evaluate(now)
+            if self.metrics is not None:
+                for alert in alerts or ():
+                    self.metrics.observe_alert(alert)
+
+    def _mark_stuck(self, now: datetime) -> None:
+        """Runs sent but not started, or started but not finished, for longer than their
+        task's ``alerts.stuck_seconds`` (or the default's) become ``stuck``."""
+        assert self.repo is not None and self.leadership is not None
+        default = getattr(self.beatx.default_alerts, "stuck_seconds", None)
+        try:
+            with signals_deferred(), self.repo.transaction() as session:
+                self.leadership.check_fence(session)
+                thresholds = self.repo.stuck_thresholds(session)
+                if not thresholds and default is None:
+                    return
+                marked = self.repo.mark_stuck(session, now, thresholds, default)
+        except Exception as exc:
+            self.db.failed(exc, "marking stuck runs")
+            return
+        for name, task_id, previous in marked:
+            logger.warning("beat: run %s of %r is stuck (still %s after its stuck_seconds)",
+                           task_id, name, previous)
 
     def _memory_due(self, limit: int, plans: dict[str, DuePlan],
                     ran_at: dict[str, datetime]) -> list[Slot]:
@@ -951,6 +1022,12 @@ class Scheduler(beat.Scheduler):
 
     # -- sending through Celery ------------------------------------------------------------
 
+    def _publish_counted(self, definition: Any, send: Send) -> tuple[str, Any]:
+        outcome = self._publish(definition, send)
+        if self.metrics is not None:
+            self.metrics.observe_send(outcome[0], send.scheduled_at, self.clock())
+        return outcome
+
     def _publish(self, definition: Any, send: Send) -> tuple[str, Any]:
         """Send one recorded run through ``apply_entry`` (Celery's chain); classify the
         outcome for the dispatcher."""
@@ -1102,6 +1179,10 @@ class Scheduler(beat.Scheduler):
                 self.dispatcher.shutdown()
             if self.leadership is not None:
                 self.leadership.stop()
+            if self.webhooks is not None:
+                self.webhooks.close()
+            if self.metrics is not None:
+                self.metrics.close()
             logger.info("beat: shut down cleanly")
         finally:
             try:

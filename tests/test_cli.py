@@ -60,3 +60,38 @@ def test_cron_aliases_and_reboot(url):
     assert reboot.returncode == 1 and "InvalidSchedule" in reboot.stderr \
         and "@reboot" in reboot.stderr
     assert [t["name"] for t in json.loads(beatx(url, "list", "--json").stdout)] == ["nightly"]
+
+
+def test_health_status_alerts_and_conflicts(url):
+    from celery_beatx import BeatAdmin
+
+    beatx(url, "migrate")
+    beatx(url, "add", "a", "proj.a", "--cron", "0 3 * * *")
+    beatx(url, "add", "b", "proj.b", "--cron", "0 3 * * *")
+    unhealthy = beatx(url, "health", check=False)
+    assert unhealthy.returncode == 1
+    assert "UNHEALTHY" in unhealthy.stdout and "no beat has written a heartbeat" \
+        in unhealthy.stdout
+    admin = BeatAdmin(url=url)
+    try:
+        with admin.repo.transaction() as session:
+            admin.repo.heartbeat(session, "cli-beat:1", role="leader",
+                                 started_at=admin.repo.db_now(session), host="h", pid=1,
+                                 every=1.0)
+            admin.repo.add_alert(session, level="critical", kind="invalid_schedule",
+                                 task_name="a", message="task 'a' cannot be scheduled",
+                                 at=admin.repo.db_now(session))
+    finally:
+        admin.engine.dispose()
+    healthy = beatx(url, "health", "--json")
+    report = json.loads(healthy.stdout)
+    assert report["healthy"] is True and report["leader"] == "cli-beat:1"
+    status = beatx(url, "status").stdout
+    assert "cli-beat:1" in status and "Open alerts (1)" in status
+    assert beatx(url, "health", "--instance", "nope", check=False).returncode == 1
+    assert beatx(url, "health", "--instance", "cli-beat").returncode == 0
+    alerts = json.loads(beatx(url, "alerts", "--level", "critical", "--json").stdout)
+    assert [a["kind"] for a in alerts] == ["invalid_schedule"]
+    found = json.loads(beatx(url, "conflicts", "--json").stdout)
+    assert [(c["task1"], c["task2"], c["severity"]) for c in found] == [("a", "b", "high")]
+    assert "a" in beatx(url, "conflicts", "--high").stdout

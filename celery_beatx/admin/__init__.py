@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from ._base import find_cycle, first_run_at
 from .alerts import AlertsMixin
+from .conflicts import ConflictsMixin
 from .dependencies import DependenciesMixin
+from .health import HealthMixin, HealthReport
 from .locks import LocksMixin
 from .pausing import PausingMixin
 from .runs import RunInfo, RunsMixin, TaskStats
 from .tasks import TasksMixin, Version
 from .transfer import EXPORT_FORMAT, TransferMixin
 
-__all__ = ["BeatAdmin", "EXPORT_FORMAT", "RunInfo", "TaskStats", "Version", "find_cycle",
-           "first_run_at"]
+__all__ = ["BeatAdmin", "EXPORT_FORMAT", "HealthReport", "RunInfo", "TaskStats", "Version",
+           "find_cycle", "first_run_at"]
 
 
 class BeatAdmin(TasksMixin, TransferMixin, RunsMixin, PausingMixin, DependenciesMixin,
-                AlertsMixin, LocksMixin):
+                AlertsMixin, HealthMixin, ConflictsMixin, LocksMixin):
     """Change schedules while beat runs.
 
     :param app: a Celery app; its ``beatx_*`` settings choose the database.

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ..clock import Clock, utcnow
-from ..config import BeatxConfig
+from ..config import DEFAULT_SYNC_INTERVAL, BeatxConfig
 from ..definitions import DEFAULTS, DEFINITION_FIELDS, effective_schedule, validate_fields
 from ..errors import BeatxError, DependencyCycle, InvalidSchedule, TaskNotFound, WriteConflict
 from ..migrate import ensure_schema
@@ -122,6 +122,9 @@ class AdminBase:
             if auto_migrate is None else auto_migrate
         self.clock = clock
         self.instance_id = instance_id or (config.instance_id if config else None)
+        #: ``beatx_default_alerts`` and ``beatx_sync_interval`` of the app (health reads them).
+        self.default_alerts = config.default_alerts if config else None
+        self.sync_interval = config.sync_interval if config else DEFAULT_SYNC_INTERVAL
         self._schema_checked = False
         #: Set by beat, which writes the description of entries it drives in memory.
         self._writes_memory_entries = False

@@ -10,19 +10,21 @@ invalid with a critical alert and left out, and the feed goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..alerts import Alert, AlertCooldown, dispatch
+from ..alerts import INVALID_SCHEDULE, Alert, AlertCooldown, dispatch
 from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
 from ..policies import jitter_offset
 from ..schedules.memory import is_in_memory
 from ..states import RUNS_COUNTER
 from ..store.repository import Repository
 from ..store.rows import load_schedule
+from .alerting import resolve, store
 from .heap import Slot, SlotHeap, ts
+from .outage import cause
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,11 @@ class Feed:
         with self.repo.transaction(readonly=True) as session:
             changed, removed, upto = self.repo.changes_since(session, self.revision)
             self.runs_counter = self.repo.counter(session, RUNS_COUNTER)
-            for row in changed:
-                self.apply_row(row, marks)
+            usable = [row.name for row in changed if self.apply_row(row, marks) is not None]
             for stone in removed:
                 self.heap.remove(stone.name)
         self.revision = upto
-        self.save_marks(marks)
+        self.save_marks(marks, fixed=usable)
         if changed or removed:
             self.logger.info("beat: picked up %d changed and %d removed task(s)",
                              len(changed), len(removed))
@@ -194,24 +195,41 @@ class Feed:
 
     # -- invalid marks ---------------------------------------------------------------------
 
-    def save_marks(self, marks: dict[str, str | None]) -> None:
-        """Write invalid marks (None clears one) and raise an alert for each new one."""
-        if not marks:
+    def save_marks(self, marks: dict[str, str | None], fixed: Sequence[str] = ()) -> None:
+        """Write invalid marks (None clears one) and raise an alert for each new one; a
+        cleared mark, or a task in ``fixed`` (changed and schedulable again, e.g. an admin
+        fixed its schedule), resolves the task's open ``invalid_schedule`` alert."""
+        if not marks and not fixed:
             return
+        if not marks:
+            try:  # the common case: nothing to resolve, and no write transaction for it
+                with self.repo.transaction(readonly=True) as session:
+                    if not self.repo.open_alerts(session, [INVALID_SCHEDULE], names=fixed):
+                        return
+            except Exception as exc:
+                self.logger.debug("beat: could not look for open alerts: %s", cause(exc))
+                return
         now = self.clock()
-        alerts = [Alert(level="critical", kind="invalid_schedule", task_name=name,
+        alerts = [Alert(level="critical", kind=INVALID_SCHEDULE, task_name=name,
                         message=f"task {name!r} cannot be scheduled and is skipped: {reason}",
                         at=now) for name, reason in marks.items() if reason]
         alerts = [a for a in alerts if self._cooldown.admit(a)]
+        cleared = sorted({name for name, reason in marks.items() if reason is None}
+                         | set(fixed))
         try:
             with self.repo.transaction() as session:
                 self.repo.mark_invalid(session, marks)
-                for alert in alerts:
-                    self.repo.add_alert(session, level=alert.level, kind=alert.kind,
-                                        task_name=alert.task_name, message=alert.message,
-                                        at=alert.at)
-        except Exception:
-            self.logger.warning("beat: could not record invalid marks; retrying at next load",
-                                exc_info=True)
+                alerts = [store(self.repo, session, alert) for alert in alerts]
+                still_open: dict[str, list[int]] = {}
+                for old in (self.repo.open_alerts(session, [INVALID_SCHEDULE], names=cleared)
+                            if cleared else ()):
+                    still_open.setdefault(old.task_name or "", []).append(old.id)
+                for name, ids in sorted(still_open.items()):
+                    alerts.append(resolve(self.repo, session, name, {
+                        INVALID_SCHEDULE: (ids, "it can be scheduled again")}, now))
+        except Exception as exc:
+            self.logger.warning("beat: could not record invalid marks (%s); retrying at next "
+                                "load", cause(exc))
+            self.logger.debug("beat: invalid marks error", exc_info=exc)
         for alert in alerts:
             dispatch(alert)

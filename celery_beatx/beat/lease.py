@@ -58,6 +58,8 @@ class Leadership:
         self.on_gain: Callable[[], None] = lambda: None
         #: Called when it stops being leader.
         self.on_loss: Callable[[], None] = lambda: None
+        #: Why leadership was last lost (read by ``on_loss``, e.g. for a leader_lost alert).
+        self.last_loss: str | None = None
         self._started = False
 
     # -- the role ------------------------------------------------------------------------
@@ -127,6 +129,7 @@ class Leadership:
             self._heartbeat()
 
     def _lose(self, why: str) -> None:
+        self.last_loss = why
         self.role, self.token = STANDBY, None
         self._valid_until = float("-inf")
         self._next_lease = self.mono()
@@ -156,7 +159,7 @@ class Leadership:
             with self.repo.transaction() as session:
                 now = self.repo.heartbeat(session, self.instance_id, role=self.role,
                                           started_at=self.started_at, host=locks.host_key(),
-                                          pid=os.getpid())
+                                          pid=os.getpid(), every=self.heartbeat_every)
                 others = [] if self.ha else [
                     i for i in self.repo.instances(session)
                     if i.instance_id != self.instance_id and i.stopped_at is None

@@ -197,10 +197,12 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     instance_id: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
-    created_at: Mapped[datetime]
+    #: Indexed: the alert rules read runs recorded since their last look.
+    created_at: Mapped[datetime] = mapped_column(index=True)
     sent_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
+    #: Indexed: the alert rules read outcomes recorded since their last look.
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
     runtime: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     #: Why the run exists: ``scheduled``, ``catchup``, ``retry``, ``manual`` or ``backfill``.
@@ -229,6 +231,8 @@ class Alert(Base):
     message: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(index=True)
     data: Mapped[dict[str, Any] | None]
+    #: When a later ``resolved`` alert closed this one (condition kinds only).
+    resolved_at: Mapped[datetime | None]
 
 
 class Instance(Base):
@@ -246,3 +250,6 @@ class Instance(Base):
     pid: Mapped[int | None]
     #: Set by a clean shutdown: the runs it left pending were interrupted, not crashed.
     stopped_at: Mapped[datetime | None]
+    #: How often this beat writes its heartbeat (its ``beatx_sync_interval``), so that
+    #: ``health()`` judges each instance by its own pace.
+    heartbeat_every: Mapped[float | None] = mapped_column(EXACT_FLOAT)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -622,18 +623,185 @@ class Repository:
     # -- alerts --------------------------------------------------------------------------
 
     def add_alert(self, session: Session, *, level: str, kind: str, task_name: str | None,
-                  message: str, at: datetime, data: dict[str, Any] | None = None) -> None:
-        session.add(Alert(level=level, kind=kind, task_name=task_name, message=message, at=at,
-                          data=data))
+                  message: str, at: datetime, data: dict[str, Any] | None = None) -> int:
+        """Store an alert; returns its id."""
+        row = Alert(level=level, kind=kind, task_name=task_name, message=message, at=at,
+                    data=data)
+        session.add(row)
+        session.flush()
+        return int(row.id)
 
     def alerts(self, session: Session, *, levels: Sequence[str] | None = None,
-               since: datetime | None = None, limit: int = 1000) -> list[Alert]:
+               since: datetime | None = None, task: str | None = None,
+               limit: int = 1000) -> list[Alert]:
         stmt = select(Alert).order_by(Alert.at.desc(), Alert.id.desc()).limit(limit)
         if levels is not None:
             stmt = stmt.where(Alert.level.in_(list(levels)))
         if since is not None:
             stmt = stmt.where(Alert.at >= since)
+        if task is not None:
+            stmt = stmt.where(Alert.task_name == task)
         return list(session.scalars(stmt))
+
+    def open_alerts(self, session: Session, kinds: Sequence[str], *,
+                    names: Iterable[str] | None = None, limit: int | None = None
+                    ) -> list[Alert]:
+        """Alerts of ``kinds`` not resolved yet (of the tasks ``names``, or all), newest
+        first."""
+        base = select(Alert).where(Alert.kind.in_(list(kinds)), Alert.resolved_at.is_(None))
+        if names is None:
+            stmt = base.order_by(Alert.at.desc(), Alert.id.desc())
+            return list(session.scalars(stmt.limit(limit) if limit else stmt))
+        found: list[Alert] = []
+        for chunk in _chunks(sorted(set(names))):
+            found.extend(session.scalars(base.where(Alert.task_name.in_(chunk))))
+        return found
+
+    def count_open_alerts(self, session: Session, kinds: Sequence[str]) -> int:
+        return int(session.execute(select(func.count()).select_from(Alert).where(
+            Alert.kind.in_(list(kinds)), Alert.resolved_at.is_(None))).scalar_one())
+
+    def resolve_alerts(self, session: Session, ids: Sequence[int], at: datetime) -> None:
+        """Mark alerts resolved at ``at``."""
+        for chunk in _chunks(list(ids)):
+            session.execute(update(Alert).where(Alert.id.in_(chunk), Alert.resolved_at.is_(None))
+                            .values(resolved_at=at), execution_options=NO_SYNC)
+
+    # -- what the alert rules read -------------------------------------------------------
+
+    def runs_finished_since(self, session: Session, since: datetime, limit: int = 5000
+                            ) -> list[Any]:
+        """Runs with an outcome time after ``since`` (oldest first): ``task_id``,
+        ``task_name``, ``status``, ``finished_at``, ``runtime``, ``error``."""
+        return list(session.execute(
+            select(Run.task_id, Run.task_name, Run.status, Run.finished_at, Run.runtime,
+                   Run.error)
+            .where(Run.finished_at > since).order_by(Run.finished_at, Run.id).limit(limit)))
+
+    def runs_created_since(self, session: Session, since: datetime, kinds: Sequence[str],
+                           limit: int = 5000) -> list[Any]:
+        """Runs of ``kinds`` recorded after ``since`` (oldest first): ``task_id``,
+        ``task_name``, ``kind``, ``status``, ``scheduled_at``, ``created_at``, ``reason``."""
+        return list(session.execute(
+            select(Run.task_id, Run.task_name, Run.kind, Run.status, Run.scheduled_at,
+                   Run.created_at, Run.reason)
+            .where(Run.created_at > since, Run.kind.in_(list(kinds)))
+            .order_by(Run.created_at, Run.id).limit(limit)))
+
+    def runs_in_status(self, session: Session, statuses: Sequence[str], *,
+                       since: datetime | None = None, limit: int = 1000) -> list[Any]:
+        """Runs in ``statuses`` (recorded after ``since``), newest first: ``task_id``,
+        ``task_name``, ``status``, ``scheduled_at``, ``sent_at``, ``started_at``,
+        ``created_at``, ``reason``, ``error``."""
+        stmt = select(Run.task_id, Run.task_name, Run.status, Run.scheduled_at, Run.sent_at,
+                      Run.started_at, Run.created_at, Run.reason, Run.error
+                      ).where(Run.status.in_(list(statuses)))
+        if since is not None:
+            stmt = stmt.where(Run.created_at > since)
+        return list(session.execute(stmt.order_by(Run.id.desc()).limit(limit)))
+
+    def count_in_status(self, session: Session, statuses: Sequence[str], *,
+                        since: datetime | None = None) -> int:
+        stmt = select(func.count()).select_from(Run).where(Run.status.in_(list(statuses)))
+        if since is not None:
+            stmt = stmt.where(Run.created_at > since)
+        return int(session.execute(stmt).scalar_one())
+
+    def latest_outcomes(self, session: Session, names: Iterable[str], statuses: Sequence[str],
+                        limit: int) -> dict[str, list[Any]]:
+        """The newest ``limit`` runs of each task in ``statuses`` that have an outcome time,
+        newest first: ``status``, ``finished_at``, ``runtime``, ``error``."""
+        found: dict[str, list[Any]] = {}
+        for chunk in _chunks(sorted(set(names))):
+            rank = func.row_number().over(partition_by=Run.task_name,
+                                          order_by=(Run.finished_at.desc(), Run.id.desc()))
+            inner = (select(Run.task_name, Run.status, Run.finished_at, Run.runtime,
+                            Run.error, rank.label("rank"))
+                     .where(Run.task_name.in_(chunk), Run.status.in_(list(statuses)),
+                            Run.finished_at.is_not(None)).subquery())
+            for row in session.execute(
+                    select(inner.c.task_name, inner.c.status, inner.c.finished_at,
+                           inner.c.runtime, inner.c.error)
+                    .where(inner.c.rank <= limit)
+                    .order_by(inner.c.task_name, inner.c.rank)):
+                found.setdefault(row.task_name, []).append(row)
+        return found
+
+    def alert_settings(self, session: Session, names: Iterable[str]) -> dict[str, Any]:
+        """The stored ``alerts`` field of each of ``names`` that exists."""
+        found: dict[str, Any] = {}
+        for chunk in _chunks(sorted(set(names))):
+            found.update((n, a) for n, a in session.execute(
+                select(Task.name, Task.alerts).where(Task.name.in_(chunk))))
+        return found
+
+    def schedule_rows(self, session: Session) -> list[Any]:
+        """What beat will fire: enabled, unpaused, schedulable tasks with ``name``,
+        ``schedule``, ``calendar``, ``next_run_at``, ``last_run_at`` and ``jitter``."""
+        return list(session.execute(
+            select(Task.name, Task.schedule, Task.calendar, Task.next_run_at,
+                   Task.last_run_at, Task.jitter)
+            .where(Task.enabled.is_(True), Task.paused_at.is_(None),
+                   Task.invalid_reason.is_(None)).order_by(Task.name)))
+
+    # -- what health() reads ---------------------------------------------------------------
+
+    def overdue_tasks(self, session: Session, before: datetime, limit: int = 1000
+                      ) -> list[Any]:
+        """Enabled, unpaused, valid tasks whose next run is before ``before``, oldest first:
+        ``name``, ``next_run_at``, ``jitter``."""
+        return list(session.execute(
+            select(Task.name, Task.next_run_at, Task.jitter).where(
+                Task.next_run_at < before, Task.enabled.is_(True), Task.paused_at.is_(None),
+                Task.invalid_reason.is_(None))
+            .order_by(Task.next_run_at).limit(limit)))
+
+    def invalid_tasks(self, session: Session, limit: int = 1000) -> list[Any]:
+        """Tasks beat cannot schedule: ``name``, ``invalid_reason``."""
+        return list(session.execute(
+            select(Task.name, Task.invalid_reason).where(Task.invalid_reason.is_not(None))
+            .order_by(Task.name).limit(limit)))
+
+    def outcome_needs(self, session: Session) -> tuple[list[str], list[Any]]:
+        """Enabled tasks whose send-time policies read run outcomes (an overlap rule or a
+        dependency), and ``(name, alerts)`` of enabled tasks that have their own alerts."""
+        gated = set(session.scalars(select(Task.name).where(
+            Task.enabled.is_(True), Task.overlap != "allow")))
+        gated.update(session.scalars(select(Dependency.task_name).distinct()))
+        alerting = list(session.execute(select(Task.name, Task.alerts).where(
+            Task.enabled.is_(True), Task.alerts.is_not(None))))
+        return sorted(gated), alerting
+
+    def count_enabled(self, session: Session) -> int:
+        return int(session.execute(select(func.count()).select_from(Task).where(
+            Task.enabled.is_(True))).scalar_one())
+
+    def last_outcome_at(self, session: Session) -> datetime | None:
+        """When the newest outcome was recorded (its finish time)."""
+        return session.execute(select(func.max(Run.finished_at))).scalar_one_or_none()
+
+    def oldest_unstarted_since(self, session: Session, before: datetime) -> datetime | None:
+        """The send time of some run still ``sent`` (no start recorded) that was sent before
+        ``before``, or None (one indexed probe, not a scan)."""
+        return session.execute(
+            select(Run.sent_at).where(Run.status == "sent", Run.sent_at < before).limit(1)
+        ).scalar_one_or_none()
+
+    def task_counts(self, session: Session) -> dict[str, int]:
+        """How many tasks are ``active`` (enabled, not paused, schedulable), ``paused``,
+        ``invalid`` (enabled but beat cannot schedule them) and ``disabled``."""
+        enabled = Task.enabled.is_(True)
+        unpaused = Task.paused_at.is_(None)
+        valid = Task.invalid_reason.is_(None)
+
+        def count(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        active, paused, invalid, disabled = session.execute(select(
+            count(enabled & unpaused & valid), count(enabled & ~unpaused),
+            count(enabled & unpaused & ~valid), count(~enabled))).one()
+        return {"active": int(active), "paused": int(paused), "invalid": int(invalid),
+                "disabled": int(disabled)}
 
     # -- database time -------------------------------------------------------------------
 
@@ -700,11 +868,14 @@ class Repository:
     # -- beat instances ------------------------------------------------------------------
 
     def heartbeat(self, session: Session, instance_id: str, *, role: str, started_at: datetime,
-                  host: str | None, pid: int | None) -> datetime:
-        """Record that ``instance_id`` is alive (database time); returns that time."""
+                  host: str | None, pid: int | None, every: float | None = None) -> datetime:
+        """Record that ``instance_id`` is alive (database time); returns that time.
+
+        ``every``: how often it writes this heartbeat (seconds).
+        """
         now = self.db_now(session)
         values = {"heartbeat_at": now, "role": role, "is_leader": role == "leader",
-                  "stopped_at": None, "host": host, "pid": pid}
+                  "stopped_at": None, "host": host, "pid": pid, "heartbeat_every": every}
         result = session.execute(update(Instance).where(Instance.instance_id == instance_id)
                                  .values(**values), execution_options=NO_SYNC)
         if result.rowcount == 0:  # type: ignore[attr-defined]
@@ -830,3 +1001,14 @@ class Repository:
                                       other.status.in_(RUNNING)).exists()
         return list(session.scalars(
             select(Run).where(Run.status == BUFFERED, ~busy).order_by(Run.id).limit(limit)))
+
+    def stuck_thresholds(self, session: Session) -> dict[str, float]:
+        """``alerts.stuck_seconds`` of every enabled task that sets one."""
+        found: dict[str, float] = {}
+        for name, alerts in session.execute(
+                select(Task.name, Task.alerts).where(Task.alerts.is_not(None),
+                                                     Task.enabled.is_(True))):
+            value = alerts.get("stuck_seconds") if isinstance(alerts, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                found[name] = float(value)
+        return found

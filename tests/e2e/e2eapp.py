@@ -22,6 +22,7 @@ database, queue and marker file (the brokers are shared with other test runs):
 ``E2E_INSTANCE_ID``    ``beatx_instance_id`` (unset: celery-beatx's default, ``hostname:pid``)
 ``E2E_HA``             ``beatx_ha`` (``1`` / ``0``; unset: celery-beatx's default)
 ``E2E_MAX_IN_FLIGHT``  ``beatx_max_in_flight`` (unset: celery-beatx's default)
+``E2E_ALERT_WEBHOOKS`` JSON ``beatx_alert_webhooks`` (unset: none)
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ if os.environ.get("E2E_INSTANCE_ID"):
     app.conf.beatx_instance_id = os.environ["E2E_INSTANCE_ID"]
 if os.environ.get("E2E_HA"):
     app.conf.beatx_ha = os.environ["E2E_HA"] not in ("0", "false", "False", "no")
+if os.environ.get("E2E_ALERT_WEBHOOKS"):
+    app.conf.beatx_alert_webhooks = json.loads(os.environ["E2E_ALERT_WEBHOOKS"])
 if os.environ.get("E2E_MAX_IN_FLIGHT"):
     app.conf.beatx_max_in_flight = int(os.environ["E2E_MAX_IN_FLIGHT"])
 
