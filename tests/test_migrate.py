@@ -82,3 +82,38 @@ def test_concurrent_starts_migrate_exactly_once(empty_db):
     assert all(f"REV {head}" in out for out in outputs), outputs
     # exactly one process ran the upgrade (every revision of it); the others waited
     assert sum("Running upgrade" in out for out in outputs) == 1, outputs
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_current_version_lives_on_the_row_and_survives_a_downgrade(empty_db):
+    """0006 keeps only superseded versions as snapshots; going back to 0005 writes the
+    current version's snapshot again, so an older release still finds every version."""
+    from alembic import command
+
+    from celery_beatx import BeatAdmin, every
+
+    engine = make_engine(empty_db)
+    migrate.upgrade(engine)
+    admin = BeatAdmin(url=empty_db)
+    admin.add("one", "t.one", every(seconds=10))
+    admin.add("two", "t.two", every(seconds=10))
+    admin.update("two", schedule=every(seconds=20))
+    with engine.connect() as conn:
+        stored = sorted(conn.execute(sa.text(
+            "SELECT task_name, version FROM beatx_task_versions")).all())
+    assert stored == [("two", 1)]  # version 1 of "one" and version 2 of "two" are the rows
+    assert [v.version for v in admin.versions("two")] == [1, 2]
+    assert admin.versions("two")[1].definition["schedule"]["seconds"] == 20
+    admin.engine.dispose()
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrate.alembic_config(conn), "0005")
+    with engine.connect() as conn:
+        rows = {(name, version): definition for name, version, definition in conn.execute(
+            sa.text("SELECT task_name, version, definition FROM beatx_task_versions"))}
+    assert sorted(rows) == [("one", 1), ("two", 1), ("two", 2)]
+    assert "20" in str(rows[("two", 2)]) and "20" not in str(rows[("two", 1)])
+    migrate.upgrade(engine)
+    admin = BeatAdmin(url=empty_db)
+    assert [v.version for v in admin.versions("two")] == [1, 2]
+    admin.engine.dispose()
+    engine.dispose()

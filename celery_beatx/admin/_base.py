@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -21,8 +22,9 @@ from ..schedules import BaseSchedule, schedule_from_dict
 from ..schedules.memory import MEMORY_GUARDED_FIELDS, in_memory_refusal, is_in_memory
 from ..store.engine import conflict_kind, make_engine
 from ..store.models import Task
-from ..store.repository import Repository, batches_by_size, json_bytes
+from ..store.repository import Repository
 from ..store.rows import definition_of, load_schedule
+from ..values import decode_expires
 
 UTC = timezone.utc
 T = TypeVar("T")
@@ -241,26 +243,41 @@ class AdminBase:
             raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
 
     def _insert(self, session: Session, specs: Sequence[tuple[dict[str, Any], str]],
-                now: datetime, revision: int) -> list[Task]:
-        """Insert validated specs (with version 1 of each), in flushes of bounded size."""
-        rows = []
+                now: datetime, revision: int,
+                states: Mapping[str, Mapping[str, Any]] | None = None) -> list[Any]:
+        """Insert validated specs with executemany statements (no ORM objects); returns
+        row-like views of what was inserted (``loaded``: the parsed schedule, for
+        :func:`info_from_row`).  ``states``: state columns per name (import).
+
+        Version 1 is the row itself: no snapshot is written until it is superseded.
+        """
+        rows: list[dict[str, Any]] = []
+        views: list[Any] = []
         for spec, source in specs:
-            schedule = schedule_from_dict(spec["schedule"])
-            rows.append(Task(
-                **{k: spec[k] for k in DEFINITION_FIELDS},
+            # equal stored schedules share one parsed object (load_schedule caches)
+            loaded = load_schedule(spec["schedule"])
+            schedule = loaded[0]
+            if schedule is None:  # validated before: cannot happen short of a bug
+                schedule = schedule_from_dict(spec["schedule"])
+            values: dict[str, Any] = {k: spec[k] for k in DEFINITION_FIELDS if k != "expires"}
+            values.update(
                 name=spec["name"], enabled=spec["enabled"], source=source, version=1,
                 last_run_at=None, total_run_count=0,
                 next_run_at=first_run_at(effective_schedule(schedule, spec["calendar"]), now),
-                revision=revision, created_at=now, updated_at=now,
-            ))
-        definitions = {row.name: definition_of(row) for row in rows}
-        for batch in batches_by_size(rows, lambda r: json_bytes(definitions[r.name])):
-            self.repo.add_tasks(session, batch)
-            for row in batch:
-                self.repo.add_version(session, row.name, 1, definitions[row.name], now,
-                                      self.instance_id, "created")
-            session.flush()
-        return rows
+                revision=revision, created_at=now, updated_at=now, version_at=now,
+                version_by=self.instance_id, version_comment="created", invalid_reason=None,
+                paused_reason=None, paused_by=None, paused_at=None)
+            values.update((states or {}).get(spec["name"], {}))
+            view = SimpleNamespace(**values, expires=spec["expires"], loaded=loaded)
+            # ``expires`` is seconds or an absolute time: two columns (see Task.expires)
+            expires = spec["expires"]
+            absolute = isinstance(expires, dict)
+            values["expires_seconds"] = None if absolute else expires
+            values["expires_at"] = decode_expires(expires) if absolute else None
+            rows.append(values)
+            views.append(view)
+        self.repo.insert_tasks(session, rows)
+        return views
 
     def _apply(self, session: Session, row: Task, changes: Mapping[str, Any], now: datetime,
                comment: str, revision: int | None = None) -> bool:
@@ -280,9 +297,13 @@ class AdminBase:
         if not changed_definition and row.enabled == was_enabled:
             return False
         if changed_definition:
+            # The version being superseded becomes a snapshot; the new one is the row.
+            self.repo.keep_version(session, row.name, row.version, before,
+                                   row.version_at or row.created_at, row.version_by,
+                                   row.version_comment or "")
             row.version += 1
-            self.repo.add_version(session, row.name, row.version, after, now,
-                                  self.instance_id, comment)
+            row.version_at, row.version_by, row.version_comment = \
+                now, self.instance_id, comment
             if "depends_on" in changes:
                 self.repo.set_dependencies(session, row.name, row.depends_on)
         timing = ("schedule", "calendar")

@@ -20,7 +20,7 @@ from ..definitions import (
 from ..errors import InvalidSchedule, TaskExists, TaskNotFound, VersionNotFound
 from ..schedules.base import require_aware
 from ..schedules.memory import is_in_memory
-from ..store.rows import info_from_row, load_schedule
+from ..store.rows import definition_of, info_from_row, load_schedule
 from ._base import AdminBase, first_run_at
 from .dependencies import drop_dependencies_on
 
@@ -93,7 +93,7 @@ class TasksMixin(AdminBase):
             self._check_dependencies(session, edges, known)
         revision = self.repo.next_revision(session)
         rows = self._insert(session, prepared, now, revision)
-        return [info_from_row(r) for r in rows]
+        return [info_from_row(r, r.loaded) for r in rows]
 
     def update(self, name: str, **fields: Any) -> TaskInfo:
         """Change fields of a task; any definition change makes a new version.
@@ -304,9 +304,11 @@ class TasksMixin(AdminBase):
     def versions(self, name: str) -> list[Version]:
         """Every version of a task, oldest first."""
         with self._tx(readonly=True) as session:
-            self._row(session, name)
-            return [Version(v.version, dict(v.definition), v.created_at, v.created_by,
-                            v.comment) for v in self.repo.versions(session, name)]
+            row = self._row(session, name)
+            stored = [Version(v.version, dict(v.definition), v.created_at, v.created_by,
+                              v.comment) for v in self.repo.versions(session, name)
+                      if v.version < row.version]
+            return stored + [_current_version(row)]
 
     def rollback(self, name: str, version: int) -> TaskInfo:
         """Make version ``version`` current again, as a new version (history stays linear).
@@ -317,11 +319,16 @@ class TasksMixin(AdminBase):
 
         def body(session: Session) -> TaskInfo:
             row = self._row(session, name, for_update=True)
-            old = self.repo.get_version(session, name, version)
-            if old is None:
-                raise VersionNotFound(f"task {name!r} has no version {version!r}")
+            if version == row.version:
+                definition = _current_version(row).definition
+            else:
+                old = self.repo.get_version(session, name, version) \
+                    if isinstance(version, int) and 0 < version < row.version else None
+                if old is None:
+                    raise VersionNotFound(f"task {name!r} has no version {version!r}")
+                definition = old.definition
             changes = validate_fields(
-                {k: v for k, v in old.definition.items() if k in DEFINITION_FIELDS},
+                {k: v for k, v in definition.items() if k in DEFINITION_FIELDS},
                 self.timezone, now)
             if "depends_on" in changes:
                 self._check_dependencies(session, {name: changes["depends_on"]},
@@ -330,3 +337,9 @@ class TasksMixin(AdminBase):
             return info_from_row(row)
 
         return self._write(body)
+
+
+def _current_version(row: Any) -> Version:
+    """The version a task row is at (its snapshot is the row itself)."""
+    return Version(row.version, definition_of(row), row.version_at or row.created_at,
+                   row.version_by, row.version_comment or "")

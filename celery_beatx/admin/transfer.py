@@ -99,21 +99,22 @@ class TransferMixin(AdminBase):
             self.repo.remove_tasks(session, [r.name for r in stale], revision, now)
         new = [(spec, state.pop("source")) for spec, state in prepared
                if spec["name"] not in existing]
-        inserted = {r.name: r for r in self._insert(session, new, now, revision)}
+        self._insert(session, new, now, revision,
+                     {spec["name"]: state for spec, state in prepared
+                      if spec["name"] not in existing})
         pending = 0
         for spec, state in prepared:
-            row = inserted.get(spec["name"])
-            if row is None:
-                row = existing[spec["name"]]
-                state.pop("source")
-                self._apply(session, row, {k: spec[k] for k in (*DEFINITION_FIELDS,
-                                                                "enabled")},
-                            now, "imported", revision)
-                row.revision = revision
-                pending += json_bytes(spec)
-                if pending > FLUSH_BYTES:  # bounded statements (see FLUSH_BYTES)
-                    session.flush()
-                    pending = 0
+            if spec["name"] not in existing:
+                continue  # inserted above, with its state
+            row = existing[spec["name"]]
+            state.pop("source")
+            self._apply(session, row, {k: spec[k] for k in (*DEFINITION_FIELDS, "enabled")},
+                        now, "imported", revision)
+            row.revision = revision
+            pending += json_bytes(spec)
+            if pending > FLUSH_BYTES:  # bounded statements (see FLUSH_BYTES)
+                session.flush()
+                pending = 0
             for key, value in state.items():
                 setattr(row, key, value)
         session.flush()

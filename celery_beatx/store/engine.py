@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from .types import tolerant_json_loads
+from .types import json_dumps, tolerant_json_loads
 
 
 def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
@@ -19,6 +19,7 @@ def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
     opts: dict[str, Any] = dict(options or {})
     # A hand-edited or truncated JSON value is one task's problem, never the query's.
     opts.setdefault("json_deserializer", tolerant_json_loads)
+    opts.setdefault("json_serializer", json_dumps)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         opts.setdefault("connect_args", {}).setdefault("timeout", 30)

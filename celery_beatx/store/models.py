@@ -94,6 +94,11 @@ class Task(Base):
     catchup_limit: Mapped[int] = mapped_column(Integer, default=100)
     overlap: Mapped[str] = mapped_column(String(16), default="allow")
     version: Mapped[int] = mapped_column(Integer, default=1)
+    #: When, by whom and why the current version was made (its snapshot is the row itself;
+    #: ``beatx_task_versions`` keeps the versions it superseded).
+    version_at: Mapped[datetime | None]
+    version_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    version_comment: Mapped[str | None] = mapped_column(Text)
     # state
     last_run_at: Mapped[datetime | None]
     total_run_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -133,7 +138,8 @@ class Tombstone(Base):
 
 
 class TaskVersion(Base):
-    """A full snapshot of a task's definition; version 1 is the task as created."""
+    """The snapshot of a superseded version of a task (the current version is the task row
+    itself; see ``Task.version_at``)."""
 
     __tablename__ = "beatx_task_versions"
     __table_args__ = (UniqueConstraint("task_name", "version"),)

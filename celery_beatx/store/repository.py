@@ -114,6 +114,25 @@ def json_bytes(value: Any) -> int:
     return len(json.dumps(value, default=str))
 
 
+def _row_bytes(row: Mapping[str, Any]) -> int:
+    """About how many bytes a task row takes in a statement, cheaply: its text and its JSON
+    fields (each already checked to be within ``JSON_FIELD_MAX``) by their stored length."""
+    size = 200
+    for value in row.values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, (list, dict)) and value:
+            size += len(str(value))  # near its JSON length, at a fraction of the cost
+    return size
+
+
+@functools.cache
+def _task_columns() -> dict[str, str]:
+    """Column name of each :class:`Task` attribute whose column is named differently."""
+    return {attr.key: attr.columns[0].key for attr in Task.__mapper__.column_attrs
+            if attr.columns[0].key != attr.key}
+
+
 def batches_by_size(items: Iterable[T], size_of: Callable[[T], int],
                     limit: int = FLUSH_BYTES) -> Iterator[list[T]]:
     """``items`` in consecutive batches of at most ``limit`` bytes (one item may exceed it)."""
@@ -394,6 +413,37 @@ class Repository:
             task_name=name, version=version, definition=definition, created_at=now,
             created_by=created_by, comment=comment,
         ))
+
+    def keep_version(self, session: Session, name: str, version: int,
+                     definition: dict[str, Any], at: datetime, created_by: str | None,
+                     comment: str) -> None:
+        """Store the snapshot of a version being superseded (once: a database written by
+        an older release may hold it already)."""
+        exists = session.execute(select(TaskVersion.id).where(
+            TaskVersion.task_name == name, TaskVersion.version == version)).first()
+        if exists is None:
+            self.add_version(session, name, version, definition, at, created_by, comment)
+
+    def insert_tasks(self, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new tasks (ORM attribute dicts) and their dependency edges with
+        executemany statements: no ORM objects, no version snapshots (see
+        :meth:`keep_version`)."""
+        if not rows:
+            return
+        self.clear_tombstones(session, [r["name"] for r in rows])
+        columns = _task_columns()
+        table = Task.__table__
+        connection = session.connection()
+        for batch in batches_by_size(rows, _row_bytes):
+            # Core, not the ORM's bulk insert: its per-row bookkeeping cost as much as the
+            # statement itself.  Keys are attribute names; the table wants column names.
+            connection.execute(table.insert(), [
+                {columns.get(key, key): value for key, value in row.items()}
+                for row in batch])
+        edges = [{"task_name": r["name"], "depends_on": other} for r in rows
+                 for other in dict.fromkeys(r.get("depends_on") or ())]
+        if edges:
+            session.execute(insert(Dependency), edges, execution_options=NO_SYNC)
 
     def versions(self, session: Session, name: str) -> list[TaskVersion]:
         return list(session.scalars(
