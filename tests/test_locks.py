@@ -100,3 +100,38 @@ def test_a_holder_that_died_on_this_machine_is_recognised_at_once(admin, db_url)
     assert tuple(lock_row(db_url, "job")) == ("alive", 2)
     # ...but a live holder of this machine (this process) is waited for
     assert admin.try_acquire_lock("job", ttl=30, owner="third") is False
+
+
+def test_a_slow_take_over_renews_at_once_instead_of_losing_the_lease(admin, db_url, caplog):
+    """Loading many tasks when becoming leader can take longer than a third of the lease:
+    beat renews right after, instead of letting its validity lapse, losing the lease, taking
+    it again and loading again (for ever, when the load is that slow)."""
+    import logging
+    from datetime import datetime, timezone
+
+    from celery_beatx.beat.lease import LEADER, Leadership
+    from celery_beatx.beat.outage import Outage
+    from celery_beatx.store.repository import Repository
+
+    clock = [1000.0]
+    log = logging.getLogger("test.lease")
+    repo = Repository(admin.engine)
+    lead = Leadership(repo, "slow-one", ha=True, lease_seconds=15, heartbeat_every=5,
+                      started_at=datetime.now(timezone.utc), logger=log,
+                      db=Outage("database", log), mono=lambda: clock[0])
+    gains = []
+
+    def slow_gain() -> None:  # the load takes 11 s of the 15 s lease (valid for 10 s)
+        gains.append(clock[0])
+        clock[0] += 11
+
+    lead.on_gain = slow_gain
+    with caplog.at_level(logging.WARNING, logger="test.lease"):
+        lead.maintain()
+        for _ in range(5):
+            clock[0] += 1
+            lead.maintain()
+    assert len(gains) == 1 and lead.role == LEADER and lead.may_send()
+    assert not [r for r in caplog.records if "lost leadership" in r.getMessage()]
+    assert any("renewing the lease now" in r.getMessage() for r in caplog.records)
+    assert lock_row(db_url, "beatx:leader").owner == "slow-one"

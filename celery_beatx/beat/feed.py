@@ -21,7 +21,8 @@ from ..policies import jitter_offset
 from ..schedules.memory import is_in_memory
 from ..states import RUNS_COUNTER
 from ..store.repository import Repository
-from ..store.rows import load_schedule
+from ..store.rows import load_schedule, load_schedule_text
+from ..store.types import tolerant_json_loads
 from .alerting import resolve, store
 from .heap import Slot, SlotHeap, ts
 from .outage import cause
@@ -53,6 +54,10 @@ def policy_of(row: Any) -> SlotPolicy | None:
     naming a field that has the wrong shape."""
     catchup, limit, jitter = row.catchup, row.catchup_limit, row.jitter
     overlap, depends_on = row.overlap, row.depends_on
+    if (catchup == "once" and overlap == "allow" and type(limit) is int and limit == 100
+            and type(jitter) in (int, float) and jitter == 0 and type(depends_on) is list
+            and not depends_on):
+        return None  # the defaults, as most tasks have them: nothing to check or build
     if catchup not in CATCHUP_MODES:
         raise ValueError(f"catchup: stored value {catchup!r:.40} is not one of {CATCHUP_MODES}")
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -75,6 +80,28 @@ def fire_at(name: str, next_at: datetime | None, policy: SlotPolicy | None) -> f
         return None
     jitter = policy.jitter if policy else 0.0
     return ts(next_at) + jitter_offset(name, next_at, jitter)
+
+
+class StoredRow:
+    """A task as the start-up load reads it (a plain row, JSON columns as text), with the
+    attributes :meth:`Feed.slot_for` reads; ``loaded`` is its parsed schedule, shared with
+    every task whose schedule has the same text."""
+
+    __slots__ = ("name", "revision", "schedule", "loaded", "in_memory", "next_run_at",
+                 "last_run_at", "total_run_count", "catchup", "catchup_limit", "jitter", "overlap",
+                 "depends_on", "calendar", "invalid_reason")
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        (self.name, self.revision, schedule, self.next_run_at, self.last_run_at,
+         self.total_run_count, self.catchup, self.catchup_limit, self.jitter, self.overlap,
+         depends_on, calendar, self.invalid_reason) = values
+        self.schedule, self.loaded, self.in_memory = load_schedule_text(schedule)
+        self.depends_on = [] if depends_on == "[]" else _json(depends_on)
+        self.calendar = None if calendar is None or calendar == "null" else _json(calendar)
+
+
+def _json(raw: Any) -> Any:
+    return tolerant_json_loads(raw) if isinstance(raw, (str, bytes)) else raw
 
 
 class Feed:
@@ -107,8 +134,12 @@ class Feed:
         try:
             # Only a row that says so is driven by an in-memory entry (the admin API cannot
             # turn such a task into a stored schedule, but another beat's config could).
-            entry = self.memory_entry(row.name) if is_in_memory(row.schedule) else None
-            schedule, problem = load_schedule(row.schedule)
+            in_memory = getattr(row, "in_memory", None)
+            if in_memory is None:
+                in_memory = is_in_memory(row.schedule)
+            entry = self.memory_entry(row.name) if in_memory else None
+            loaded = getattr(row, "loaded", None)
+            schedule, problem = loaded if loaded is not None else load_schedule(row.schedule)
             if entry is not None:
                 problem = None
             if problem is None:
@@ -152,8 +183,8 @@ class Feed:
             # the next poll rather than missed.
             revision = self.repo.current_revision(session)
             self.runs_counter = self.repo.counter(session, RUNS_COUNTER)
-            rows = self.repo.list_tasks(session, enabled=True)
-            slots = [self.slot_for(row, marks) for row in rows if row.paused_at is None]
+            slots = [self.slot_for(StoredRow(values), marks)
+                     for values in self.repo.schedulable_rows(session)]
         self.heap.clear()
         for slot in slots:
             if slot is not None:

@@ -117,7 +117,16 @@ class Leadership:
                 self.logger.warning("beat: became leader (lease token %d, instance %s)",
                                     state.token, self.instance_id)
                 self._heartbeat()
+                gained = self.mono()
                 self.on_gain()
+                if self.role == LEADER and self.mono() >= self._next_lease:
+                    # Taking over took long (loading many tasks): renew at once rather than
+                    # let the validity run out, lose the lease and take it (and load) again.
+                    self.logger.warning(
+                        "beat: taking over took %.1f s, more than a third of "
+                        "beatx_lease_seconds (%.0f s); renewing the lease now",
+                        self.mono() - gained, self.lease_seconds)
+                    self._lease_step(self.mono())
             return
         if self.role == LEADER:
             self._lose(f"the lease is now held by {state.owner!r}")

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -112,6 +114,12 @@ def _finish_statement(open_statuses: tuple[str, ...]) -> Any:
 def json_bytes(value: Any) -> int:
     """About how many bytes ``value`` takes as JSON in a statement."""
     return len(json.dumps(value, default=str))
+
+
+def _json_set(column: Any) -> Any:
+    """SQL for "this JSON column holds a value": ``None`` is stored as JSON ``null``, not as
+    SQL NULL, so ``IS NOT NULL`` alone would match every row (and read them all)."""
+    return and_(column.is_not(None), cast(column, Text) != "null")
 
 
 def _row_bytes(row: Mapping[str, Any]) -> int:
@@ -284,6 +292,22 @@ class Repository:
             # Tags are a JSON list; filtering in Python keeps this portable across dialects.
             tasks = [t for t in tasks if tag in (t.tags or [])]
         return tasks
+
+    def schedulable_rows(self, session: Session) -> Iterator[Any]:
+        """What beat's start-up load needs of each enabled, unpaused task, as plain rows
+        (Core, not ORM objects): ``name, revision, schedule, next_run_at, last_run_at,
+        total_run_count, catchup, catchup_limit, jitter, overlap, depends_on, calendar,
+        invalid_reason``.  The JSON columns come as their text, so equal schedules are
+        parsed once (see :func:`celery_beatx.store.rows.load_schedule_text`)."""
+        stmt = select(
+            Task.name, Task.revision, cast(Task.schedule, Text), Task.next_run_at,
+            Task.last_run_at, Task.total_run_count, Task.catchup, Task.catchup_limit,
+            Task.jitter, Task.overlap, cast(Task.depends_on, Text), cast(Task.calendar, Text),
+            Task.invalid_reason,
+        ).where(Task.enabled.is_(True), Task.paused_at.is_(None))
+        result = session.connection().execute(stmt.execution_options(yield_per=10_000))
+        for chunk in result.partitions():
+            yield from chunk
 
     def all_tasks(self, session: Session) -> list[Task]:
         return list(session.scalars(select(Task)))
@@ -819,7 +843,7 @@ class Repository:
             Task.enabled.is_(True), Task.overlap != "allow")))
         gated.update(session.scalars(select(Dependency.task_name).distinct()))
         alerting = list(session.execute(select(Task.name, Task.alerts).where(
-            Task.enabled.is_(True), Task.alerts.is_not(None))))
+            Task.enabled.is_(True), _json_set(Task.alerts))))
         return sorted(gated), alerting
 
     def count_enabled(self, session: Session) -> int:
@@ -1056,8 +1080,8 @@ class Repository:
         """``alerts.stuck_seconds`` of every enabled task that sets one."""
         found: dict[str, float] = {}
         for name, alerts in session.execute(
-                select(Task.name, Task.alerts).where(Task.alerts.is_not(None),
-                                                     Task.enabled.is_(True))):
+                select(Task.name, Task.alerts).where(
+                    cast(Task.alerts, Text).like("%stuck_seconds%"), Task.enabled.is_(True))):
             value = alerts.get("stuck_seconds") if isinstance(alerts, dict) else None
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
                 found[name] = float(value)

@@ -16,8 +16,9 @@ from typing import Any
 
 from ..definitions import CATCHUP_MODES, DEFAULTS, DEFINITION_FIELDS, OVERLAP_MODES, TaskInfo
 from ..schedules import BaseSchedule, schedule_from_dict
+from ..schedules.memory import is_in_memory
 from ..values import decode, decode_expires
-from .types import Undecodable
+from .types import Undecodable, tolerant_json_loads
 
 Loaded = tuple[BaseSchedule | None, str | None]
 
@@ -37,6 +38,22 @@ def load_schedule(data: Any) -> Loaded:
     except (TypeError, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
     return _load_schedule_cached(key)
+
+
+def load_schedule_text(raw: Any) -> tuple[Any, Loaded, bool]:
+    """A schedule column read as text: ``(its JSON value, the loaded schedule, whether it
+    describes an in-memory Celery schedule)``, parsed once per distinct text (beat's
+    start-up load reads thousands of equal schedules).  The JSON value is shared between
+    callers: read it, never change it."""
+    if not isinstance(raw, str):  # a driver that decoded it anyway
+        return raw, load_schedule(raw), is_in_memory(raw)
+    return _load_text_cached(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_text_cached(raw: str) -> tuple[Any, Loaded, bool]:
+    data = tolerant_json_loads(raw)
+    return data, load_schedule(data), is_in_memory(data)
 
 
 @functools.lru_cache(maxsize=4096)
