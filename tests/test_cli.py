@@ -245,19 +245,19 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, admin_of):
 
 
 def test_database_url_errors_are_one_line(tmp_path):
-    results = run_all(
-        "postgres://u@127.0.0.1/x", (("list",), 1))
-    assert "unknown database dialect 'postgres'" in one_line_error(results[0]) and \
-        "postgresql+psycopg://" in results[0].stderr
-    driver, wrong, absent = [
-        subprocess.run(command(url, "show", "a"), capture_output=True, text=True, timeout=60,
-                       env=env(), cwd=tmp_path)
-        for url in ("mysql://root@127.0.0.1/test", "not a url",
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/beatx_missing_db")]
-    assert driver.returncode == 1 and 'pip install "celery-beatx-sql[mysql]"' in \
-        one_line_error(driver)
-    assert wrong.returncode == 1 and "is not a database URL" in one_line_error(wrong)
-    assert absent.returncode == 1 and "beatx_missing_db" in one_line_error(absent)
+    urls = ("postgres://u@127.0.0.1/x", "mysql://root@127.0.0.1/test", "not a url",
+            "postgresql+psycopg://postgres@127.0.0.1:5432/beatx_missing_db")
+    procs = [subprocess.Popen(command(url, "show", "a"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env(), cwd=tmp_path)
+             for url in urls]
+    dialect, driver, wrong, absent = [
+        subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=60)) for p in procs]
+    assert all(p.returncode == 1 for p in procs)
+    assert "unknown database dialect 'postgres'" in one_line_error(dialect) and \
+        "did you mean postgresql+psycopg://" in dialect.stderr
+    assert 'pip install "celery-beatx-sql[mysql]"' in one_line_error(driver)
+    assert "is not a database URL" in one_line_error(wrong)
+    assert "beatx_missing_db" in one_line_error(absent)
     assert list(tmp_path.iterdir()) == []
 
 
