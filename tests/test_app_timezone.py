@@ -205,7 +205,13 @@ app.conf.timezone = "Europe/Berlin"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cli_db(request, tmp_path):
+    from celery_beatx import migrate
+    from celery_beatx.store.engine import make_engine
+
     with fresh_database(request.param, str(tmp_path)) as url:
+        engine = make_engine(url)  # the CLI creates no database but with `migrate`
+        migrate.upgrade(engine)
+        engine.dispose()
         yield url
 
 
