@@ -277,7 +277,9 @@ def gate(*, scheduled: datetime, following: datetime | None, now: datetime,
     after this task's previous run was sent (any time, if it never ran); otherwise it waits
     (``block``) until that holds, or until one period has passed (``following`` is due),
     when the occurrence is skipped.  Then overlap: ``skip`` does not send while a run of the
-    task is still running; ``buffer_one`` keeps one occurrence to send when it finishes.
+    task is still running; ``buffer_one`` keeps one occurrence to send when it finishes
+    (while one is kept, ``buffered``, later occurrences are skipped, finished or not: the
+    kept one is released first).
     """
     upstream = upstream or {}
     waiting = []
@@ -293,8 +295,11 @@ def gate(*, scheduled: datetime, following: datetime | None, now: datetime,
         return Gate(BLOCK, f"waiting for dependency {what} to succeed")
     if running and overlap == "skip":
         return Gate(SKIP, "overlap='skip': the previous run has not finished")
+    if overlap == "buffer_one" and buffered:
+        # The waiting run goes first, even when the previous run has just finished and it
+        # was not released yet: sending this occurrence now would overtake it (and then
+        # run alongside it once it is released).
+        return Gate(SKIP, "overlap='buffer_one': a run is already waiting")
     if running and overlap == "buffer_one":
-        if buffered:
-            return Gate(SKIP, "overlap='buffer_one': a run is already waiting")
         return Gate(BUFFER, "overlap='buffer_one': sent when the previous run finishes")
     return Gate(SEND)

@@ -7,7 +7,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from celery_beatx import cron, every, once
-from celery_beatx.policies import CATCHUP, SCHEDULED, fire_time, jitter_offset, plan_due
+from celery_beatx.policies import (
+    BUFFER,
+    CATCHUP,
+    SCHEDULED,
+    SEND,
+    SKIP,
+    fire_time,
+    gate,
+    jitter_offset,
+    plan_due,
+)
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -98,3 +108,15 @@ def test_lateness_counts_from_the_jittered_time():
     assert plan.sends == ((at(60), SCHEDULED),)  # 1 s after its fire time: on time
     plan = plan_due(every(seconds=60), at(60), at(90), grace=5, delay=delay, catchup="skip")
     assert plan.sends == ()  # 10 s after its fire time: missed
+
+
+@pytest.mark.parametrize("running, buffered, action", [
+    (0, False, SEND), (1, False, BUFFER), (1, True, SKIP),
+    # The previous run finished but the kept one was not released yet: it goes first.
+    (0, True, SKIP),
+])
+def test_buffer_one_never_lets_an_occurrence_overtake_the_kept_one(running, buffered, action):
+    at = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    verdict = gate(scheduled=at, following=at + timedelta(seconds=1), now=at,
+                   overlap="buffer_one", running=running, buffered=buffered)
+    assert verdict.action == action
