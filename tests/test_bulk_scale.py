@@ -1,0 +1,56 @@
+"""Bulk writes at scale leave nothing behind: ``add_many`` of many tasks (with versions,
+dependencies and a pre-existing task around them) then ``remove_many`` of the same tasks
+gives back the database as it was, apart from the change feed's record of the removals."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from celery_beatx import crontab, every
+from celery_beatx.store.models import Base
+
+#: What a removal leaves on purpose: the change feed's tombstones and revision counter.
+FEED_TABLES = {"beatx_tombstones", "beatx_counters"}
+
+
+def snapshot(url: str) -> dict[str, list[tuple]]:
+    engine = sa.create_engine(url)
+    out = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name in FEED_TABLES:
+                continue
+            rows = conn.execute(sa.select(table)).all()
+            out[table.name] = sorted(tuple(map(repr, r)) for r in rows)
+    engine.dispose()
+    return out
+
+
+@pytest.mark.parametrize("size", [
+    10_000,
+    pytest.param(100_000, marks=pytest.mark.soak),  # the issue's figure: ``make soak``
+])
+def test_add_many_then_remove_many_leaves_the_database_as_it_was(admin, db_url, size):
+    admin.add("keeper", "t.keep", every(seconds=60), tags=["stay"])
+    admin.add("upstream", "t.up", every(seconds=60))
+    admin.update("keeper", description="changed once, so it has a stored version")
+    before = snapshot(db_url)
+    names = [f"bulk-{i:06d}" for i in range(size)]
+    specs = [{"name": name, "task": "t.bulk", "args": [i], "tags": ["bulk"],
+              "schedule": every(seconds=60 + i % 7) if i % 2 else crontab(minute=str(i % 60)),
+              "depends_on": ["upstream"] if i % 10 == 0 else []}
+             for i, name in enumerate(names)]
+    for k in range(0, size, 10_000):
+        admin.add_many(specs[k:k + 10_000])
+    assert len(admin.list(tag="bulk")) == size
+    middle = snapshot(db_url)
+    assert len(middle["beatx_tasks"]) == size + 2
+    assert len(middle["beatx_dependencies"]) == len(before["beatx_dependencies"]) + size // 10
+    assert middle["beatx_task_versions"] == before["beatx_task_versions"]  # none at version 1
+    removed = 0
+    for k in range(0, size, 10_000):
+        removed += admin.remove_many(names[k:k + 10_000])
+    assert removed == size
+    assert snapshot(db_url) == before
+    assert [t.name for t in admin.list()] == ["keeper", "upstream"]
