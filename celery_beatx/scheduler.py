@@ -278,6 +278,11 @@ class _ScheduleView(MutableMapping[str, Any]):
         return f"<schedule of {len(self)} task(s)>"
 
 
+#: Longest wait between two attempts to reach the database / the broker during an outage.
+DATABASE_RETRY_CAP = 4.0
+BROKER_RETRY_CAP = 2.0
+
+
 class Scheduler(beat.Scheduler):
     """Celery beat scheduler backed by SQLAlchemy (see the module docstring)."""
 
@@ -316,8 +321,10 @@ class Scheduler(beat.Scheduler):
         self.engine: Any = None
         self.repo: Repository | None = None
         self.admin: BeatAdmin | None = None
-        self.db = Outage("database", logger)
-        self.broker = Outage("broker", logger)
+        # Retries back off (0.5 s, doubling) up to a cap kept short, so that beat is sending
+        # again within a few seconds of a service coming back.
+        self.db = Outage("database", logger, first=0.5, cap=DATABASE_RETRY_CAP)
+        self.broker = Outage("broker", logger, first=0.5, cap=BROKER_RETRY_CAP)
         self.leadership: Leadership | None = None
         self.feed: Feed | None = None
         self.dispatcher: Dispatcher | None = None

@@ -204,6 +204,37 @@ def test_export_import_roundtrip(admin, clock, db_url):
     assert [t.name for t in admin.list()] == ["a", "b"]
 
 
+def test_export_import_carries_the_pause(admin):
+    admin.add("p", "proj.p", every(seconds=15))
+    admin.add("q", "proj.q", every(seconds=15))
+    paused = admin.pause("p", "maintenance window")
+    doc = json.loads(admin.export_state())
+    exported = {t["name"]: t for t in doc["tasks"]}
+    assert exported["p"]["paused_reason"] == "maintenance window"
+    assert exported["p"]["paused_by"] == paused.paused_by and exported["p"]["paused_at"]
+    assert exported["q"]["paused_at"] is None
+    admin.remove_many(["p", "q"])
+    admin.import_state(json.dumps(doc))
+    p, q = admin.get("p"), admin.get("q")
+    assert (p.paused_reason, p.paused_by, p.paused_at) == \
+        (paused.paused_reason, paused.paused_by, paused.paused_at)
+    assert q.paused_at is None
+    # onto an existing task: paused_at null resumes it, a missing key leaves it alone
+    exported["p"]["paused_at"] = None
+    admin.import_state(json.dumps(doc))
+    assert admin.get("p").paused_at is None and admin.get("p").paused_reason is None
+    admin.pause("q", "hold")
+    for key in ("paused_at", "paused_reason", "paused_by"):
+        exported["q"].pop(key)
+    admin.import_state(json.dumps(doc))
+    assert admin.get("q").paused_reason == "hold"
+    bad = dict(exported["p"], paused_at="2026-03-01T12:00:00+00:00", paused_reason=7)
+    before = snapshot(admin)
+    with pytest.raises(InvalidSchedule, match="paused_reason"):
+        admin.import_state(json.dumps(dict(doc, tasks=[bad])))
+    assert snapshot(admin) == before
+
+
 def test_import_validates_everything_first(admin):
     admin.add("keep", "t", every(seconds=1))
     bad = {"format": "celery-beatx/1", "tasks": [

@@ -11,17 +11,19 @@ from sqlalchemy.orm import Session
 
 from ..definitions import DEFINITION_FIELDS, check_source
 from ..errors import InvalidSchedule, TaskExists
+from ..store.models import NAME_LENGTH
 from ..store.repository import FLUSH_BYTES, json_bytes
 from ..store.rows import definition_of
 from ..values import COUNT_MAX
 from ._base import AdminBase
+from .pausing import REASON_MAX
 
 UTC = timezone.utc
 EXPORT_FORMAT = "celery-beatx/1"
 #: State keys of an exported task (``version`` is the exporting database's: an imported
 #: task gets its own version history, so it is read for information only).
 STATE_KEYS = ("name", "enabled", "source", "version", "last_run_at", "total_run_count",
-              "next_run_at")
+              "next_run_at", "paused_at", "paused_reason", "paused_by")
 #: Every key a task of a ``celery-beatx/1`` document may have.
 TASK_KEYS = frozenset(DEFINITION_FIELDS) | frozenset(STATE_KEYS)
 #: Keys of the document itself.
@@ -39,7 +41,10 @@ class TransferMixin(AdminBase):
             rows = self.repo.list_tasks(session)
             tasks = [dict(definition_of(r), name=r.name, enabled=r.enabled, source=r.source,
                           version=r.version, last_run_at=_iso(r.last_run_at),
-                          total_run_count=r.total_run_count, next_run_at=_iso(r.next_run_at))
+                          total_run_count=r.total_run_count, next_run_at=_iso(r.next_run_at),
+                          paused_at=_iso(r.paused_at),
+                          paused_reason=r.paused_reason if r.paused_at else None,
+                          paused_by=r.paused_by if r.paused_at else None)
                      for r in rows]
         return json.dumps({"format": EXPORT_FORMAT, "exported_at": _iso(self._now()),
                            "tasks": tasks}, indent=2, sort_keys=True, default=repr)
@@ -147,7 +152,7 @@ def _parse_document(document: str | Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _import_state_fields(item: Mapping[str, Any]) -> dict[str, Any]:
     state: dict[str, Any] = {}
-    for key in ("last_run_at", "next_run_at"):
+    for key in ("last_run_at", "next_run_at", "paused_at"):
         value = item.get(key)
         if value is None:
             continue
@@ -167,4 +172,20 @@ def _import_state_fields(item: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidSchedule(f"total_run_count {count!r} must be an integer from 0 to "
                               f"{COUNT_MAX}", "total_run_count")
     state["total_run_count"] = count
+    # The pause (section "pause and backfill"): a document that says nothing about it leaves
+    # a task's pause as it is; ``paused_at: null`` says the task is not paused.
+    if "paused_at" in item:
+        paused = "paused_at" in state
+        for key, limit in (("paused_reason", REASON_MAX), ("paused_by", NAME_LENGTH)):
+            value = item.get(key)
+            if value is not None and not isinstance(value, str) or \
+                    isinstance(value, str) and (len(value) > limit or "\x00" in value):
+                raise InvalidSchedule(f"{key} {value!r:.60} must be a string of at most "
+                                      f"{limit} characters without NUL", key)
+            state[key] = (value or ("" if key == "paused_reason" else None)) if paused \
+                else None
+        if not paused:
+            state["paused_at"] = None
+    elif "paused_reason" in item or "paused_by" in item:
+        raise InvalidSchedule("paused_reason and paused_by need paused_at", "paused_at")
     return state
