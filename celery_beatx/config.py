@@ -124,6 +124,9 @@ class BeatxConfig:
     #: ``beatx_metrics_addr``: the address the metrics server binds.
     metrics_addr: str = "0.0.0.0"
     history_keep: int = 1000
+    #: ``beatx_alerts_keep_days``: resolved alerts older than this are deleted by the leader
+    #: (``0``: keep all).  Open alerts are always kept.
+    alerts_keep_days: float = 30.0
     #: IANA name of the app's zone, as Celery resolves it (see :func:`app_timezone`).
     timezone: str = "UTC"
     #: Most messages published between a record and its confirm (the duplicates a kill -9
@@ -159,6 +162,7 @@ class BeatxConfig:
             metrics_port=_port(conf.get("beatx_metrics_port")),
             metrics_addr=_addr(get("beatx_metrics_addr", "0.0.0.0")),
             history_keep=int(get("beatx_history_keep", 1000)),
+            alerts_keep_days=_keep_days(get("beatx_alerts_keep_days", 30)),
             max_in_flight=int(get("beatx_max_in_flight", 100)),
             track_timeout=float(get("beatx_track_timeout", 1.0)),
             timezone=app_timezone(app),
@@ -188,6 +192,14 @@ def _port(value: Any) -> int | None:
         raise InvalidSchedule(f"beatx_metrics_port {value!r} must be a port number 0-65535 "
                               "or None (off)", "beatx_metrics_port")
     return value
+
+
+def _keep_days(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or value == float("inf"):
+        raise InvalidSchedule(f"beatx_alerts_keep_days {value!r} must be a number of days "
+                              ">= 0 (0: keep all)", "beatx_alerts_keep_days")
+    return float(value)
 
 
 def _addr(value: Any) -> str:

@@ -42,7 +42,7 @@ from .beat.dispatch import BROKER_DOWN, DROPPED, FAILED, SENT, Dispatcher, Send,
 from .beat.feed import Feed, fire_at
 from .beat.followups import Followups
 from .beat.heap import Slot, SlotHeap
-from .beat.lease import SINGLE, Leadership
+from .beat.lease import SINGLE, Fenced, Leadership
 from .beat.outage import Outage, cause
 from .celery_entries import celery_schedule_of, has_lazy, stored_form
 from .clock import utcnow
@@ -75,6 +75,8 @@ CONFIG, CONFIG_REMOVED = "config", "config-removed"
 CLOCK_JUMP = 5.0
 #: How often the leader looks for runs other beats left pending.
 RECOVER_EVERY = 10.0
+#: How often the leader deletes resolved alerts older than ``beatx_alerts_keep_days``.
+PRUNE_ALERTS_EVERY = 3600.0
 
 #: A chore (poll, lease, retry) due within this fraction of ``max_interval`` before the end
 #: of a full sleep waits for that sleep (see :meth:`Scheduler._wait`).
@@ -334,6 +336,7 @@ class Scheduler(beat.Scheduler):
         self.metrics: Any = None
         self._last_alerts = float("-inf")
         self._last_stuck = float("-inf")
+        self._last_alert_prune = float("-inf")
         super().__init__(app, *args, lazy=True, **kwargs)
         # Beat must wake at least every sync interval to read changes and keep its lease: the
         # loop interval (``beat_max_loop_interval``) defaults to it and never exceeds it, as
@@ -846,6 +849,9 @@ class Scheduler(beat.Scheduler):
         if mono - self._last_stuck >= RECOVER_EVERY:
             self._last_stuck = mono
             self._mark_stuck(now)
+        if mono - self._last_alert_prune >= PRUNE_ALERTS_EVERY:
+            self._last_alert_prune = mono
+            self._prune_alerts(now)
         if self.alert_engine is not None and mono - self._last_alerts >= interval:
             self._last_alerts = mono
             with signals_deferred():
@@ -853,6 +859,26 @@ class Scheduler(beat.Scheduler):
             if self.metrics is not None:
                 for alert in alerts or ():
                     self.metrics.observe_alert(alert)
+
+    def _prune_alerts(self, now: datetime) -> None:
+        """Delete resolved alerts older than ``beatx_alerts_keep_days`` (0: keep all)."""
+        assert self.repo is not None and self.leadership is not None
+        days = self.beatx.alerts_keep_days
+        if not days:
+            return
+        try:
+            with self.repo.transaction() as session:
+                self.leadership.check_fence(session)
+                pruned = self.repo.prune_alerts(session, now - timedelta(days=days))
+        except Fenced:
+            self.leadership.lost_fence()
+            return
+        except Exception as exc:
+            self.db.failed(exc, "pruning old alerts")
+            return
+        if pruned:
+            logger.info("beat: deleted %d resolved alert(s) older than %g day(s)", pruned,
+                        days)
 
     def _mark_stuck(self, now: datetime) -> None:
         """Runs sent but not started, or started but not finished, for longer than their
@@ -866,6 +892,9 @@ class Scheduler(beat.Scheduler):
                 if not thresholds and default is None:
                     return
                 marked = self.repo.mark_stuck(session, now, thresholds, default)
+        except Fenced:
+            self.leadership.lost_fence()
+            return
         except Exception as exc:
             self.db.failed(exc, "marking stuck runs")
             return

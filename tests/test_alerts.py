@@ -391,3 +391,35 @@ def test_invalid_schedule_alert_is_resolved_when_the_task_loads_again(admin, clo
         beat.close()
     with admin.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(AlertRow)).scalar() == 2
+
+
+def test_old_resolved_alerts_are_pruned_and_open_ones_kept(admin, clock, app):
+    from datetime import timedelta
+
+    from celery_beatx.scheduler import Scheduler
+    from celery_beatx.store.repository import Repository
+
+    repo = Repository(admin.engine)
+    old = clock.now - timedelta(days=40)
+    with repo.transaction() as session:
+        open_id = repo.add_alert(session, level="warning", kind="consecutive_failures",
+                                 task_name="a", message="still failing", at=old)
+        done_id = repo.add_alert(session, level="warning", kind="consecutive_failures",
+                                 task_name="b", message="was failing", at=old)
+        gone_id = repo.add_alert(session, level="info", kind="resolved", task_name="b",
+                                 message="b recovered", at=old)
+        new_id = repo.add_alert(session, level="info", kind="resolved", task_name="c",
+                                message="c recovered", at=clock.now - timedelta(days=1))
+        session.get(AlertRow, done_id).resolved_at = old + timedelta(hours=1)
+    app.conf.beatx_alerts_keep_days = 30
+    beat = Scheduler(app, clock=clock)
+    try:
+        beat.tick()  # the leader's first watch prunes
+    finally:
+        beat.close()
+    with admin.engine.connect() as conn:
+        left = set(conn.execute(sa.select(AlertRow.id)).scalars())
+    assert open_id in left and new_id in left
+    assert done_id not in left and gone_id not in left
+    with pytest.raises(InvalidSchedule, match="beatx_alerts_keep_days"):
+        BeatxConfig.from_app(_app(beatx_alerts_keep_days=-1))

@@ -705,6 +705,15 @@ class Repository:
         session.flush()
         return int(row.id)
 
+    def prune_alerts(self, session: Session, before: datetime) -> int:
+        """Delete alerts raised before ``before`` that are over: resolved ones and the
+        ``resolved`` records themselves.  Open alerts stay whatever their age."""
+        from ..alerts import RESOLVED
+
+        result = session.execute(delete(Alert).where(
+            Alert.at < before, or_(Alert.resolved_at.is_not(None), Alert.kind == RESOLVED)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     def alerts(self, session: Session, *, levels: Sequence[str] | None = None,
                since: datetime | None = None, task: str | None = None,
                limit: int = 1000) -> list[Alert]:
