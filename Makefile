@@ -27,9 +27,12 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check celery_beatx migrations tests example_project benchmarks
 
+# The whole comparison (about 30-40 min on 2 cores; see benchmarks/README.md).  Needs the
+# PostgreSQL, Redis and RabbitMQ servers the tests use.  BENCH_ARGS="--quick" for a smoke run.
+BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/bench_scheduler.py
+	$(PY) benchmarks/bench_scheduler.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
