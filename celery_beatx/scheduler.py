@@ -280,9 +280,10 @@ class _ScheduleView(MutableMapping[str, Any]):
         return f"<schedule of {len(self)} task(s)>"
 
 
-#: Longest wait between two attempts to reach the database / the broker during an outage.
-DATABASE_RETRY_CAP = 4.0
-BROKER_RETRY_CAP = 2.0
+#: Longest wait between two attempts to reach the database / the broker during an outage
+#: (short: sending must resume within 2 s of a service coming back).
+DATABASE_RETRY_CAP = 1.5
+BROKER_RETRY_CAP = 1.5
 
 
 class Scheduler(beat.Scheduler):
