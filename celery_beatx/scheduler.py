@@ -58,10 +58,10 @@ from .errors import InvalidSchedule, SchemaOutOfDate, TaskExists, TaskNotFound
 from .migrate import ensure_schema
 from .policies import SCHEDULED, DuePlan
 from .schedules import BaseSchedule
-from .schedules.convert import safe_repr
+from .schedules.convert import celery_equivalent, safe_repr
 from .store.engine import make_engine
 from .store.repository import Repository
-from .store.rows import checked_definition
+from .store.rows import checked_definition, load_schedule
 
 __all__ = ["CONFIG", "CONFIG_REMOVED", "Entry", "Scheduler", "run_task_id"]
 
@@ -338,6 +338,7 @@ class Scheduler(beat.Scheduler):
         self._last_alerts = float("-inf")
         self._last_stuck = float("-inf")
         self._last_alert_prune = float("-inf")
+        self._equivalents: dict[Any, Any] = {}
         super().__init__(app, *args, lazy=True, **kwargs)
         # Beat must wake at least every sync interval to read changes and keep its lease: the
         # loop interval (``beat_max_loop_interval``) defaults to it and never exceeds it, as
@@ -1117,7 +1118,24 @@ class Scheduler(beat.Scheduler):
         return self.Entry(name=send.name, task=fields["task"], args=fields["args"],
                           kwargs=fields["kwargs"], options=options, app=self.app,
                           last_run_at=definition.last_run_at,
-                          total_run_count=definition.total_run_count)
+                          total_run_count=definition.total_run_count,
+                          schedule=self._celery_schedule(fields["schedule"]))
+
+    def _celery_schedule(self, stored: Any) -> Any:
+        """The Celery schedule object equal to a stored schedule, for code that reads
+        ``entry.schedule`` in ``apply_entry`` (Sentry's beat monitoring does); ``None``
+        when Celery has no equivalent.  One object per distinct schedule."""
+        schedule = load_schedule(stored)[0]
+        if schedule is None:
+            return None
+        try:
+            return self._equivalents[schedule]
+        except KeyError:
+            if len(self._equivalents) > 4096:
+                self._equivalents.clear()
+            found = self._equivalents[schedule] = celery_equivalent(
+                schedule, self.app, self.beatx.timezone)
+            return found
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         kinds: tuple[type[BaseException], ...] = (

@@ -444,3 +444,36 @@ def test_a_subclass_may_add_entries_before_and_after_setting_up(app, db_url, clo
     lazy.tick()
     assert set(lazy.schedule) == {"cfg", "early", "late"}
     lazy.close()
+
+
+def test_apply_entry_sees_a_celery_schedule_equal_to_the_stored_one(live_app, db_url, clock,
+                                                                    queue_name):
+    """Monitoring integrations (Sentry's beat monitoring) read ``entry.schedule`` in their
+    ``apply_entry`` patch to describe the monitor: a stored interval or crontab is handed
+    over as Celery's own schedule object; one Celery cannot express is ``None``."""
+    seen: dict[str, object] = {}
+
+    class Monitoring(Scheduler):
+        def apply_entry(self, entry, producer=None):
+            seen[entry.name] = entry.schedule
+            return super().apply_entry(entry, producer=producer)
+
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("interval", "proj.i", every(seconds=30))
+    admin.add("nightly", "proj.n", cron("*/5 * * * *"))
+    admin.add("elsewhere", "proj.e", cron("*/5 * * * *", timezone="Asia/Tokyo"))
+    admin.add("anchored", "proj.a", every(seconds=30, anchor=clock.now))
+    beat = Monitoring(live_app, clock=clock)
+    try:
+        clock.advance(minutes=5)
+        for _ in range(5):
+            beat.tick()
+    finally:
+        beat.close()
+        admin.engine.dispose()
+    assert isinstance(seen["interval"], celery_schedule)
+    assert seen["interval"].run_every == timedelta(seconds=30)
+    nightly = seen["nightly"]
+    assert isinstance(nightly, celery_crontab) and nightly._orig_minute == "*/5"
+    assert nightly.minute == set(range(0, 60, 5)) and nightly.hour == set(range(24))
+    assert seen["elsewhere"] is None and seen["anchored"] is None
