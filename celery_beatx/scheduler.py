@@ -80,7 +80,7 @@ PRUNE_ALERTS_EVERY = 3600.0
 
 #: A chore (poll, lease, retry) due within this fraction of ``max_interval`` before the end
 #: of a full sleep waits for that sleep (see :meth:`Scheduler._wait`).
-CHORE_SLACK = 0.1
+CHORE_SLACK = 0.3
 #: The smallest step between two scheduled times of an in-memory entry.
 _TICK = timedelta(microseconds=1)
 #: An in-memory entry is asked this much before its next check, as Celery's heap times are
@@ -969,7 +969,7 @@ class Scheduler(beat.Scheduler):
         poll, or the next lease or retry action, whichever is first, and at most
         :attr:`max_interval`.
 
-        A chore (poll, lease, retry) due within the last tenth of ``max_interval`` waits for
+        A chore (poll, lease, retry) due within the last 30 % of ``max_interval`` waits for
         it instead of cutting the sleep short: ticks come at least every ``max_interval``,
         which is never longer than the sync interval, so it is only done that much later.
         """

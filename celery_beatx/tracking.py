@@ -515,12 +515,17 @@ class _Writer:
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self.queue: queue.Queue[Any] = queue.Queue(QUEUE_MAX)
+        #: Outcomes taken off the queue by the writer and not yet written: they count
+        #: against ``QUEUE_MAX`` too (the bound is on what waits in memory).
+        self.held = 0
         self.thread = threading.Thread(target=self._run, name="beatx-track-writer",
                                        daemon=True)
         self.thread.start()
 
     def put(self, item: Any) -> None:
         try:
+            if self.held + self.queue.qsize() >= QUEUE_MAX:
+                raise queue.Full
             self.queue.put_nowait(item)
         except queue.Full:
             tracker = self.tracker
@@ -567,9 +572,11 @@ class _Writer:
                                  else self.queue.get_nowait())
                 except queue.Empty:
                     break
+            self.held = len(batch)
             try:
                 self._write(batch, delay)
             finally:
+                self.held = 0
                 for _ in batch:
                     self.queue.task_done()
             delay = BACKOFF_FIRST
