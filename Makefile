@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_SECONDS ?= 20
 PYTEST_ARGS ?=
+# Test files run in parallel (pytest-xdist, one file per worker at a time): the end-to-end
+# tests spend most of their time waiting for schedules, so 3 workers fit on 2 cores.
+TEST_WORKERS ?= 3
 
 .PHONY: demo test soak lint bench clean
 
@@ -19,7 +22,7 @@ demo: $(STAMP)
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) example_project/run_demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not soak" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not soak" -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 soak: $(STAMP)
 	$(PY) -m pytest -q -m soak $(PYTEST_ARGS)
