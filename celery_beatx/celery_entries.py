@@ -34,9 +34,10 @@ from celery.utils.time import maybe_make_aware
 
 from .definitions import validate_fields
 from .errors import InvalidSchedule
-from .schedules import BaseSchedule
+from .schedules import BaseSchedule, every
 from .schedules.convert import class_path, safe_repr
 from .schedules.convert import not_convertible as _not_convertible
+from .schedules.crontab import cron, crontab
 from .schedules.memory import celery_schedule
 
 __all__ = ["LAZY_REASON", "describe", "memory_fields", "memory_next_runs", "memory_reason",
@@ -230,3 +231,32 @@ def memory_next_runs(app: Any, name: str, last_run_at: datetime | None, n: int,
         out.append(nxt)
         last = nxt
     return out
+
+
+def celery_equivalent(schedule: BaseSchedule | None, app: Any = None,
+                      app_timezone: str | None = None) -> Any:
+    """The Celery schedule object that fires at the same times as ``schedule``, or ``None``
+    when Celery has none: a plain interval becomes ``celery.schedules.schedule``, a crontab
+    in the app's zone ``celery.schedules.crontab``.  Given to code that reads
+    ``entry.schedule`` in ``apply_entry`` (monitoring integrations); beat itself never
+    uses it."""
+    try:
+        if type(schedule) is every and schedule.anchor is None:
+            return celery_schedules.schedule(timedelta(seconds=schedule.seconds), app=app)
+        if type(schedule) in (crontab, cron):
+            data = schedule.to_dict()
+            if app_timezone is not None and data["timezone"] != app_timezone:
+                return None  # Celery's crontab runs in the app's zone only
+            if type(schedule) is cron:
+                minute, hour, dom, month, dow = data["expr"].split(" ")
+                if not (dom.startswith("*") or dow.startswith("*")):
+                    return None  # cron's "either day" rule; Celery's crontab needs both
+                data = {"minute": minute, "hour": hour, "day_of_month": dom,
+                        "month_of_year": month, "day_of_week": dow}
+            return celery_schedules.crontab(minute=data["minute"], hour=data["hour"],
+                                  day_of_week=data["day_of_week"],
+                                  day_of_month=data["day_of_month"],
+                                  month_of_year=data["month_of_year"], app=app)
+    except Exception:  # a form Celery's parser does not take: there is no equivalent
+        return None
+    return None

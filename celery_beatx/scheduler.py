@@ -44,7 +44,7 @@ from .beat.followups import Followups
 from .beat.heap import Slot, SlotHeap
 from .beat.lease import SINGLE, Fenced, Leadership
 from .beat.outage import Outage, cause
-from .celery_entries import celery_schedule_of, has_lazy, stored_form
+from .celery_entries import celery_equivalent, celery_schedule_of, has_lazy, stored_form
 from .clock import utcnow
 from .config import BeatxConfig
 from .definitions import (
@@ -58,7 +58,7 @@ from .errors import InvalidSchedule, SchemaOutOfDate, TaskExists, TaskNotFound
 from .migrate import ensure_schema
 from .policies import SCHEDULED, DuePlan
 from .schedules import BaseSchedule
-from .schedules.convert import celery_equivalent, safe_repr
+from .schedules.convert import safe_repr
 from .store.engine import make_engine
 from .store.repository import Repository
 from .store.rows import checked_definition, load_schedule

@@ -11,10 +11,10 @@ from typing import Any
 
 from ..errors import InvalidSchedule
 from .base import BaseSchedule, every
-from .crontab import cron, crontab
+from .crontab import crontab
 from .solar import solar
 
-__all__ = ["celery_equivalent", "class_path", "from_celery", "not_convertible", "safe_repr"]
+__all__ = ["class_path", "from_celery", "not_convertible", "safe_repr"]
 
 
 def from_celery(obj: Any, app_timezone: Any = None) -> BaseSchedule:
@@ -66,38 +66,6 @@ def from_celery(obj: Any, app_timezone: Any = None) -> BaseSchedule:
         return every(seconds=obj.run_every.total_seconds())
     raise InvalidSchedule(f"schedule {obj!r} is not a schedule celery-beatx can convert",
                           "schedule")
-
-
-def celery_equivalent(schedule: BaseSchedule | None, app: Any = None,
-                      app_timezone: str | None = None) -> Any:
-    """The Celery schedule object that fires at the same times as ``schedule``, or ``None``
-    when Celery has none: a plain interval becomes ``celery.schedules.schedule``, a crontab
-    in the app's zone ``celery.schedules.crontab``.  Given to code that reads
-    ``entry.schedule`` in ``apply_entry`` (monitoring integrations); beat itself never
-    uses it."""
-    from celery.schedules import crontab as celery_crontab
-    from celery.schedules import schedule as celery_interval
-
-    try:
-        if type(schedule) is every and schedule.anchor is None:
-            return celery_interval(timedelta(seconds=schedule.seconds), app=app)
-        if type(schedule) in (crontab, cron):
-            data = schedule.to_dict()
-            if app_timezone is not None and data["timezone"] != app_timezone:
-                return None  # Celery's crontab runs in the app's zone only
-            if type(schedule) is cron:
-                minute, hour, dom, month, dow = data["expr"].split(" ")
-                if not (dom.startswith("*") or dow.startswith("*")):
-                    return None  # cron's "either day" rule; Celery's crontab needs both
-                data = {"minute": minute, "hour": hour, "day_of_month": dom,
-                        "month_of_year": month, "day_of_week": dow}
-            return celery_crontab(minute=data["minute"], hour=data["hour"],
-                                  day_of_week=data["day_of_week"],
-                                  day_of_month=data["day_of_month"],
-                                  month_of_year=data["month_of_year"], app=app)
-    except Exception:  # a form Celery's parser does not take: there is no equivalent
-        return None
-    return None
 
 
 def class_path(obj: Any) -> str:
