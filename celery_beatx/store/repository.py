@@ -116,6 +116,10 @@ def json_bytes(value: Any) -> int:
     return len(json.dumps(value, default=str))
 
 
+#: Above this many names, :meth:`Repository.existing_names` reads every name once.
+MANY_NAMES = 2_000
+
+
 def _json_set(column: Any) -> Any:
     """SQL for "this JSON column holds a value": ``None`` is stored as JSON ``null``, not as
     SQL NULL, so ``IS NOT NULL`` alone would match every row (and read them all)."""
@@ -266,8 +270,15 @@ class Repository:
         return found
 
     def existing_names(self, session: Session, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` are tasks.  Many names are checked against one read of every
+        name (a single index-only pass) rather than in chunks of ``IN`` lists: right after a
+        bulk insert PostgreSQL has no statistics yet and scans the table once per chunk."""
+        wanted = set(names)
+        if len(wanted) > MANY_NAMES:
+            rows = session.execute(select(Task.name).execution_options(yield_per=20_000))
+            return {name for (name,) in rows if name in wanted}
         found: set[str] = set()
-        for chunk in _chunks(list(names)):
+        for chunk in _chunks(list(wanted)):
             found.update(session.scalars(select(Task.name).where(Task.name.in_(chunk))))
         return found
 
@@ -468,6 +479,10 @@ class Repository:
                  for other in dict.fromkeys(r.get("depends_on") or ())]
         if edges:
             session.execute(insert(Dependency), edges, execution_options=NO_SYNC)
+        if len(rows) >= MANY_NAMES and connection.dialect.name == "postgresql":
+            # Fresh statistics, so that the next lookups by name use the index at once
+            # instead of scanning until autovacuum gets to the table (about 0.1 s).
+            connection.exec_driver_sql(f"ANALYZE {Task.__tablename__}")
 
     def versions(self, session: Session, name: str) -> list[TaskVersion]:
         return list(session.scalars(
