@@ -194,12 +194,20 @@ def _port(value: Any) -> int | None:
     return value
 
 
+#: Longest ``beatx_alerts_keep_days`` (a century; ``0`` keeps everything for ever).
+KEEP_DAYS_MAX = 36_500
+
+
 def _keep_days(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
-            or value == float("inf"):
+    try:
+        days = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        days = float("nan")
+    if not 0 <= days <= KEEP_DAYS_MAX:
         raise InvalidSchedule(f"beatx_alerts_keep_days {value!r} must be a number of days "
-                              ">= 0 (0: keep all)", "beatx_alerts_keep_days")
-    return float(value)
+                              f"from 0 to {KEEP_DAYS_MAX} (0: keep all)",
+                              "beatx_alerts_keep_days")
+    return days
 
 
 def _addr(value: Any) -> str:

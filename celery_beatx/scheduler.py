@@ -77,6 +77,9 @@ CLOCK_JUMP = 5.0
 RECOVER_EVERY = 10.0
 #: How often the leader deletes resolved alerts older than ``beatx_alerts_keep_days``.
 PRUNE_ALERTS_EVERY = 3600.0
+#: Alerts deleted per transaction, and the seconds of one tick a prune may take.
+PRUNE_ALERTS_BATCH = 5_000
+PRUNE_ALERTS_BUDGET = 0.5
 
 #: A chore (poll, lease, retry) due within this fraction of ``max_interval`` before the end
 #: of a full sleep waits for that sleep (see :meth:`Scheduler._wait`).
@@ -868,10 +871,20 @@ class Scheduler(beat.Scheduler):
         days = self.beatx.alerts_keep_days
         if not days:
             return
+        pruned, started = 0, time.monotonic()
         try:
-            with self.repo.transaction() as session:
-                self.leadership.check_fence(session)
-                pruned = self.repo.prune_alerts(session, now - timedelta(days=days))
+            while True:  # small transactions: the lease row is locked while each runs
+                with self.repo.transaction() as session:
+                    self.leadership.check_fence(session)
+                    done = self.repo.prune_alerts(session, now - timedelta(days=days),
+                                                  PRUNE_ALERTS_BATCH)
+                pruned += done
+                if done < PRUNE_ALERTS_BATCH:
+                    break
+                if time.monotonic() - started > PRUNE_ALERTS_BUDGET:
+                    # A backlog (the first prune after an upgrade): go on at the next watch.
+                    self._last_alert_prune = float("-inf")
+                    break
         except Fenced:
             self.leadership.lost_fence()
             return
@@ -986,7 +999,10 @@ class Scheduler(beat.Scheduler):
             if outage.down:
                 chores.append(outage.wait())
                 blocked = True
-        waits = [cap] + [w for w in chores if w < cap * (1 - CHORE_SLACK)]
+        # The slack never delays a lease renewal by more than a sixth of the lease (its
+        # safety margin is a third), whatever the sync interval.
+        slack = min(CHORE_SLACK, self.beatx.lease_seconds / (6 * cap)) if cap > 0 else 0.0
+        waits = [cap] + [w for w in chores if w < cap * (1 - slack)]
         if sending and not blocked:
             nxt = self._heap_slots.next_fire()
             if nxt is not None:
@@ -1119,7 +1135,8 @@ class Scheduler(beat.Scheduler):
                           kwargs=fields["kwargs"], options=options, app=self.app,
                           last_run_at=definition.last_run_at,
                           total_run_count=definition.total_run_count,
-                          schedule=self._celery_schedule(fields["schedule"]))
+                          schedule=None if fields["calendar"] else
+                          self._celery_schedule(fields["schedule"]))
 
     def _celery_schedule(self, stored: Any) -> Any:
         """The Celery schedule object equal to a stored schedule, for code that reads

@@ -410,6 +410,8 @@ def test_old_resolved_alerts_are_pruned_and_open_ones_kept(admin, clock, app):
                                  message="b recovered", at=old)
         new_id = repo.add_alert(session, level="info", kind="resolved", task_name="c",
                                 message="c recovered", at=clock.now - timedelta(days=1))
+        event_id = repo.add_alert(session, level="warning", kind="missed_schedule",
+                                  task_name="d", message="d was not sent", at=old)
         session.get(AlertRow, done_id).resolved_at = old + timedelta(hours=1)
     app.conf.beatx_alerts_keep_days = 30
     beat = Scheduler(app, clock=clock)
@@ -420,6 +422,8 @@ def test_old_resolved_alerts_are_pruned_and_open_ones_kept(admin, clock, app):
     with admin.engine.connect() as conn:
         left = set(conn.execute(sa.select(AlertRow.id)).scalars())
     assert open_id in left and new_id in left
-    assert done_id not in left and gone_id not in left
-    with pytest.raises(InvalidSchedule, match="beatx_alerts_keep_days"):
-        BeatxConfig.from_app(_app(beatx_alerts_keep_days=-1))
+    assert done_id not in left and gone_id not in left and event_id not in left
+    assert BeatxConfig.from_app(_app(beatx_alerts_keep_days="7")).alerts_keep_days == 7.0
+    for bad in (-1, 1e6, "soon", True):
+        with pytest.raises(InvalidSchedule, match="beatx_alerts_keep_days"):
+            BeatxConfig.from_app(_app(beatx_alerts_keep_days=bad))

@@ -463,6 +463,8 @@ def test_apply_entry_sees_a_celery_schedule_equal_to_the_stored_one(live_app, db
     admin.add("nightly", "proj.n", cron("*/5 * * * *"))
     admin.add("elsewhere", "proj.e", cron("*/5 * * * *", timezone="Asia/Tokyo"))
     admin.add("anchored", "proj.a", every(seconds=30, anchor=clock.now))
+    admin.add("calendared", "proj.c", every(seconds=30),
+              calendar={"weekdays": [0, 1, 2, 3, 4, 5, 6]})
     beat = Monitoring(live_app, clock=clock)
     try:
         clock.advance(minutes=5)
@@ -477,3 +479,4 @@ def test_apply_entry_sees_a_celery_schedule_equal_to_the_stored_one(live_app, db
     assert isinstance(nightly, celery_crontab) and nightly._orig_minute == "*/5"
     assert nightly.minute == set(range(0, 60, 5)) and nightly.hour == set(range(24))
     assert seen["elsewhere"] is None and seen["anchored"] is None
+    assert "calendared" in seen and seen["calendared"] is None  # Celery has no calendars

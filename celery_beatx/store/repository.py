@@ -720,14 +720,19 @@ class Repository:
         session.flush()
         return int(row.id)
 
-    def prune_alerts(self, session: Session, before: datetime) -> int:
-        """Delete alerts raised before ``before`` that are over: resolved ones and the
-        ``resolved`` records themselves.  Open alerts stay whatever their age."""
-        from ..alerts import RESOLVED
+    def prune_alerts(self, session: Session, before: datetime, limit: int = 5_000) -> int:
+        """Delete up to ``limit`` alerts raised before ``before`` that are over: resolved
+        conditions and every event (``missed_schedule``, ``leader_lost``, the ``resolved``
+        records...).  Open conditions stay whatever their age.  Returns how many."""
+        from ..alerts import CONDITION_KINDS
 
-        result = session.execute(delete(Alert).where(
-            Alert.at < before, or_(Alert.resolved_at.is_not(None), Alert.kind == RESOLVED)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        ids = list(session.scalars(select(Alert.id).where(
+            Alert.at < before,
+            or_(Alert.resolved_at.is_not(None), Alert.kind.not_in(CONDITION_KINDS)))
+            .order_by(Alert.id).limit(limit)))
+        if ids:
+            session.execute(delete(Alert).where(Alert.id.in_(ids)))
+        return len(ids)
 
     def alerts(self, session: Session, *, levels: Sequence[str] | None = None,
                since: datetime | None = None, task: str | None = None,

@@ -45,6 +45,8 @@ def load_schedule_text(raw: Any) -> tuple[Any, Loaded, bool]:
     describes an in-memory Celery schedule)``, parsed once per distinct text (beat's
     start-up load reads thousands of equal schedules).  The JSON value is shared between
     callers: read it, never change it."""
+    if isinstance(raw, (bytes, bytearray)):
+        raw = bytes(raw).decode("utf-8", "replace")
     if not isinstance(raw, str):  # a driver that decoded it anyway
         return raw, load_schedule(raw), is_in_memory(raw)
     return _load_text_cached(raw)
