@@ -403,16 +403,21 @@ class Scheduler(beat.Scheduler):
             self.repo, default_alerts=self.beatx.default_alerts,
             cooldown=self.beatx.alert_cooldown, logger=logger, db=self.db,
             fence=self.leadership.check_fence, instance_id=self.beatx.instance_id)
+        # Background threads start with SIGTERM/SIGINT blocked (a thread inherits the mask):
+        # the kernel then delivers them to the main thread only, where signals_deferred()
+        # can hold them until a batch is complete.
         if self.beatx.alert_webhooks and self.webhooks is None:
             from .webhooks import WebhookSender
 
-            self.webhooks = WebhookSender(self.beatx.alert_webhooks,
-                                          instance_id=self.beatx.instance_id).start()
+            with signals_deferred():
+                self.webhooks = WebhookSender(self.beatx.alert_webhooks,
+                                              instance_id=self.beatx.instance_id).start()
         if self.beatx.metrics_port is not None and self.metrics is None:
             from .metrics import BeatMetrics  # BeatxError when prometheus_client is missing
 
             self.metrics = BeatMetrics(self.repo)
-            self.metrics.start(self.beatx.metrics_port, self.beatx.metrics_addr)
+            with signals_deferred():
+                self.metrics.start(self.beatx.metrics_port, self.beatx.metrics_addr)
         self.leadership.maintain()
 
     def _ensure_setup(self) -> None:

@@ -217,3 +217,23 @@ def test_a_full_queue_drops_the_oldest_with_one_log_line(senders, caplog):
     assert kept == ["t7", "t8", "t9"]
     drops = [r for r in caplog.records if "dropping the oldest" in r.getMessage()]
     assert len(drops) == 1
+
+
+def test_beats_webhook_threads_leave_shutdown_signals_to_the_main_thread(app, clock):
+    """A process-directed SIGTERM goes to a thread that does not block it; beat's threads
+    block SIGTERM and SIGINT, so the main thread gets them and can hold them until a batch is
+    complete (signals_deferred)."""
+    from celery_beatx.scheduler import Scheduler
+
+    app.conf.beatx_alert_webhooks = [{"url": "http://127.0.0.1:9/alerts"}]
+    beat = Scheduler(app, clock=clock)
+    try:
+        threads = [t for t in threading.enumerate() if t.name.startswith("beatx-webhook")]
+        assert threads
+        for thread in threads:
+            with open(f"/proc/self/task/{thread.native_id}/status") as status:
+                blocked = int(next(line for line in status
+                                   if line.startswith("SigBlk:")).split()[1], 16)
+            assert blocked & (1 << (15 - 1)) and blocked & (1 << (2 - 1)), thread.name
+    finally:
+        beat.close()
