@@ -365,7 +365,9 @@ def test_max_interval_follows_the_sync_interval_and_an_idle_beat_sleeps(app, db_
     app.conf.beatx_ha = False  # a single beat (no lease) used to spin with a 0 s sleep
     beat = make(app, clock)
     assert beat.max_interval == 1.0
-    assert [beat.tick() for _ in range(3)] == [1.0] * 3
+    # it sleeps (a spinning beat returned 0), at most max_interval; a chore (the heartbeat)
+    # due sooner may shorten one sleep on a slow machine
+    assert all(0.05 < t <= 1.0 for t in [beat.tick() for _ in range(3)])
     beat.close()
     app.conf.update(beatx_sync_interval=5.0, beat_max_loop_interval=2)
     beat = make(app, clock)
