@@ -59,9 +59,9 @@ from .migrate import ensure_schema
 from .policies import SCHEDULED, DuePlan
 from .schedules import BaseSchedule
 from .schedules.convert import safe_repr
-from .store.engine import make_engine
+from .store.engine import end_idle_transactions, make_engine
 from .store.repository import Repository
-from .store.rows import checked_definition, load_schedule
+from .store.rows import load_schedule
 
 __all__ = ["CONFIG", "CONFIG_REMOVED", "Entry", "Scheduler", "run_task_id"]
 
@@ -359,6 +359,10 @@ class Scheduler(beat.Scheduler):
         self._setting_up = True
         try:
             self.engine = make_engine(self.beatx.database_url, self.beatx.engine_options)
+            if self.beatx.ha:
+                # A leader frozen inside a fenced transaction must not keep the lease row
+                # locked (and so its lease) past a third of the lease.
+                end_idle_transactions(self.engine, max(1.0, self.beatx.lease_seconds / 3))
             self._wait_for_schema()
             self.repo = Repository(self.engine)
             self.admin = BeatAdmin(app=None, engine=self.engine, clock=self.clock,
@@ -794,6 +798,11 @@ class Scheduler(beat.Scheduler):
         if self.metrics is not None:
             self.metrics.set_role(leadership.role)
         if not leadership.may_send():
+            if dispatcher.unconfirmed and self.db.ready():
+                # Marks of messages published before the lease was lost (a database
+                # outage): written as soon as the database answers.
+                with signals_deferred():
+                    dispatcher.flush()
             return self._wait()
         if self._needs_load:
             if not self.db.ready():
@@ -1129,9 +1138,7 @@ class Scheduler(beat.Scheduler):
             headers["beatx_run"] = run
             options.update(task_id=send.task_id, headers=headers)
             return self.Entry(**dict(definition, options=options))
-        fields, problem = checked_definition(definition)
-        if problem:
-            raise ValueError(problem)
+        fields = definition.fields
         options = send_options(fields)
         headers = dict(options.pop("headers", None) or {})
         headers["beatx_run"] = run
@@ -1141,13 +1148,14 @@ class Scheduler(beat.Scheduler):
                           last_run_at=definition.last_run_at,
                           total_run_count=definition.total_run_count,
                           schedule=None if fields["calendar"] else
-                          self._celery_schedule(fields["schedule"]))
+                          self._celery_schedule(
+                              definition.schedule if definition.schedule is not None
+                              else load_schedule(fields["schedule"])[0]))
 
-    def _celery_schedule(self, stored: Any) -> Any:
-        """The Celery schedule object equal to a stored schedule, for code that reads
+    def _celery_schedule(self, schedule: Any) -> Any:
+        """The Celery schedule object equal to a parsed schedule, for code that reads
         ``entry.schedule`` in ``apply_entry`` (Sentry's beat monitoring does); ``None``
         when Celery has no equivalent.  One object per distinct schedule."""
-        schedule = load_schedule(stored)[0]
         if schedule is None:
             return None
         try:

@@ -7,7 +7,9 @@ outage tests with real services stopped live in tests/e2e.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -203,6 +205,47 @@ def test_marks_that_cannot_be_written_are_retried_without_a_restart(
     assert drain(queue_name) == []
 
 
+def test_when_marks_cannot_be_written_no_further_chunk_is_published(
+        app, admin, db_url, clock, queue_name):
+    for i in range(5):
+        admin.add(f"job{i}", "proj.job", every(seconds=10))
+    app.conf.update(beatx_max_in_flight=2)
+    beat = make(app, clock)
+    fail_once(beat.engine, lambda sql: sql.startswith("UPDATE beatx_runs SET status"))
+    clock.advance(seconds=10)
+    beat.tick()  # one chunk of 2 published; its marks fail: the other 3 wait
+    assert len(drain(queue_name)) == 2
+    assert [r.status for r in runs(db_url)] == ["pending"] * 5
+    beat.db._retry_at = float("-inf")
+    while beat.tick() == 0.0:  # marks written, then the other 3 sent
+        pass
+    beat.close()
+    assert len(drain(queue_name)) == 3
+    assert [r.status for r in runs(db_url)] == ["sent"] * 5
+
+
+def test_marks_survive_a_lease_lost_during_the_outage_and_nothing_is_sent_twice(
+        app, admin, db_url, clock, queue_name):
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = scheduler_as(app, clock, "flaky")
+    fail_once(beat.engine, lambda sql: sql.startswith("UPDATE beatx_runs SET status"))
+    clock.advance(seconds=10)
+    beat.tick()  # published; the mark fails
+    assert len(drain(queue_name)) == 1
+    # The outage outlasts the lease: the beat stops leading before the mark is written.
+    beat.leadership._valid_until = 0.0
+    beat.leadership._next_lease = float("inf")
+    beat.db._retry_at = float("-inf")
+    beat.tick()
+    assert beat.leadership.role == "standby"
+    assert [r.status for r in runs(db_url)] == ["sent"]  # written without the lease
+    beat.leadership._next_lease = float("-inf")
+    beat.tick()  # leading again: the run it published is not "recovered"
+    assert beat.leadership.role == "leader"
+    beat.close()
+    assert drain(queue_name) == []
+
+
 def test_a_record_that_fails_before_commit_sends_nothing_and_is_retried(
         app, admin, db_url, clock, queue_name):
     admin.add("job", "proj.job", every(seconds=10))
@@ -261,6 +304,36 @@ def test_a_leader_whose_lease_was_taken_writes_and_sends_nothing(
     assert old.leadership.role == "standby"
     assert "lost leadership" in caplog.text
     old.close()
+
+
+def test_a_leader_frozen_inside_a_fenced_transaction_does_not_keep_the_lease_row(
+        app, admin, db_url, clock):
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time and no server to end a session")
+    leader = scheduler_as(app, clock, "frozen", beatx_lease_seconds=3)
+    assert leader.leadership.role == "leader"
+    other = sa.create_engine(db_url)
+    session = leader.repo._sessions()
+    session.begin()
+    try:
+        leader.leadership.check_fence(session)  # the lease row is share-locked now...
+        # ... and the leader stops between two statements (SIGSTOP): the server ends its
+        # session after a third of the lease (1 s here), and another beat may lock the row.
+        started = time.monotonic()
+        with other.begin() as conn:
+            if db_url.startswith("postgresql"):
+                conn.exec_driver_sql("SET lock_timeout = '10s'")
+            else:
+                conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 10")
+            conn.execute(sa.select(Lock.token).where(Lock.name == "beatx:leader")
+                         .with_for_update())
+        waited = time.monotonic() - started
+        assert waited < 5.0, f"the lease row stayed locked {waited:.1f}s"
+    finally:
+        other.dispose()
+        with contextlib.suppress(Exception):
+            session.close()
+        leader.close()
 
 
 def test_a_leader_past_its_local_deadline_stops_before_publishing(app, admin, clock, queue_name):

@@ -6,8 +6,9 @@
    state.  Nothing is published before that commit.
 2. **Send** through Celery's own chain (the publish callable the scheduler gives), at most
    ``max_in_flight`` messages between two confirms.
-3. **Confirm**, fenced again: mark the published runs ``sent`` (or ``send_failed``) and finish
-   one-offs whose run left.
+3. **Confirm**, fenced again while this beat leads: mark the published runs ``sent`` (or
+   ``send_failed``) and finish one-offs whose run left.  A beat that lost the lease still
+   writes these marks (they record what happened and only move ``pending`` runs forward).
 
 What can go wrong, and what happens:
 
@@ -16,8 +17,9 @@ What can go wrong, and what happens:
   the broker answers again;
 * the database fails during the record commit: the outcome is unknown until a read shows
   whether the runs exist (:meth:`Dispatcher.resolve`); only then are they sent or retried;
-* the confirm cannot be written: the marks wait in memory and are retried every tick, never
-  needing a restart;
+* the confirm cannot be written: no further chunk is published; the marks wait in memory
+  and are retried every tick (also across a loss of the lease that the outage caused),
+  never needing a restart;
 * beat dies (kill -9): at most ``max_in_flight`` messages were published and not confirmed;
   the next leader re-sends ``pending`` runs with the same task ids (:meth:`Dispatcher.recover`).
 """
@@ -47,7 +49,7 @@ from ..policies import (
 from ..schedules import BaseSchedule
 from ..states import BLOCKED, BUFFERED, PENDING, SKIPPED
 from ..store.repository import Repository
-from ..store.rows import checked_definition, snapshot
+from ..store.rows import send_definition
 from .feed import Feed, fire_at
 from .heap import Slot, SlotHeap
 from .lease import Fenced, Leadership
@@ -175,12 +177,15 @@ class Dispatcher:
         return ids
 
     def drop(self) -> None:
-        """Forget every send in memory (leadership lost: the next leader owns them now)."""
+        """Forget the sends not published yet (leadership lost: the next leader owns them
+        now).  Marks of messages already published stay: they are facts, written when the
+        database answers whatever this beat's role (:meth:`flush`), so that neither the
+        next leader nor this beat, leading again, re-sends those runs."""
         if self.unresolved is not None:
             for decision in self.unresolved.decisions:
                 self.heap.push(decision.slot)
         self.unsent.clear()
-        self.unconfirmed = _Marks()
+        self.unconfirmed.extend(self.in_flight)
         self.in_flight = _Marks()
         self.unresolved = None
 
@@ -268,12 +273,12 @@ class Dispatcher:
                         continue
                     entry = self.memory_entry(slot.name)
                     if entry is None:
-                        _, problem = checked_definition(row)
+                        entry, problem = send_definition(row, slot.schedule)
                         if problem:
                             marks[slot.name] = problem
                             self.heap.remove(slot.name)
                             continue
-                    definitions[slot.name] = entry if entry is not None else snapshot(row)
+                    definitions[slot.name] = entry
                     decisions.append(self._decide(slot, now, plans.get(slot.name)))
                 self._gate(session, decisions, now)
                 ids = [run_task_id(d.slot.name, when, 0) for d in decisions
@@ -477,11 +482,15 @@ class Dispatcher:
                 continue  # settled meanwhile
             entry = self.memory_entry(send.name)
             row = rows.get(send.name)
-            if entry is None and (row is None or checked_definition(row)[1]):
-                why = "task was removed" if row is None else "task definition is invalid"
-                gone.failed.append((send.task_id, why))
-                continue
-            definitions[send.name] = entry if entry is not None else snapshot(row)
+            if entry is None:
+                problem = "task was removed" if row is None else None
+                if row is not None:
+                    entry, broken = send_definition(row)
+                    problem = "task definition is invalid" if broken else None
+                if problem:
+                    gone.failed.append((send.task_id, problem))
+                    continue
+            definitions[send.name] = entry
             ready.append(send)
         if gone:
             self._confirm(gone)
@@ -493,6 +502,10 @@ class Dispatcher:
             chunk = sends[start:start + self.max_in_flight]
             done, stop = self._publish_chunk(chunk, definitions)
             published += done
+            if stop is None and self.unconfirmed:
+                # The database did not take this chunk's marks: publish no more until it
+                # does, so at most one chunk (``max_in_flight``) is out and unconfirmed.
+                stop = len(chunk)
             if stop is not None:
                 rest = list(chunk[stop:]) + list(sends[start + self.max_in_flight:])
                 if self.leadership.may_send() and not self.closing():
@@ -530,11 +543,19 @@ class Dispatcher:
     # -- confirming ------------------------------------------------------------------------
 
     def _confirm(self, marks: _Marks) -> bool:
+        """Write the marks of published (or failed) runs.
+
+        While this beat leads the write is fenced; a beat that lost the lease still writes
+        them, unfenced: they only move ``pending`` runs forward and record what did happen
+        (the message left), so the next leader does not send those runs again.
+        """
         leadership = self.leadership
         now = self.clock()
+        fenced = leadership.may_send()
         try:
             with self.repo.transaction() as session:
-                leadership.check_fence(session)
+                if fenced:
+                    leadership.check_fence(session)
                 if marks.sent:
                     self.repo.mark_runs(session, marks.sent, status="sent", at=now)
                 for task_id, error in marks.failed:
@@ -544,7 +565,7 @@ class Dispatcher:
                     self.repo.finish_tasks(session, sorted(marks.finishing), now)
         except Fenced:
             leadership.lost_fence()
-            return False
+            return self._confirm(marks)  # no longer leader: written unfenced
         except Exception as exc:
             self.unconfirmed.extend(marks)
             self.db.failed(exc, f"marking {len(marks.sent) + len(marks.failed)} run(s) sent")

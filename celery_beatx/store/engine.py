@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -48,6 +49,36 @@ def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
         return engine
     opts.setdefault("pool_pre_ping", True)
     return create_engine(url, **opts)
+
+
+def end_idle_transactions(engine: Engine, seconds: float) -> None:
+    """Have the server end this engine's sessions that sit idle inside a transaction for
+    longer than ``seconds`` (PostgreSQL ``idle_in_transaction_session_timeout``, MariaDB
+    ``idle_transaction_timeout``; MySQL and SQLite have no such setting).
+
+    Beat's leader holds the lease row share-locked for the length of each fenced
+    transaction; a leader frozen inside one (SIGSTOP, a VM pause) would otherwise keep that
+    lock, and so its lease, for as long as it stays frozen.  A setting the server refuses
+    (an older server, a pooler that forbids ``SET``) is skipped.
+    """
+    backend = engine.url.get_backend_name()
+    if backend == "postgresql":
+        statement = f"SET idle_in_transaction_session_timeout = {max(1, round(seconds * 1000))}"
+    elif backend in ("mysql", "mariadb"):
+        statement = f"SET SESSION idle_transaction_timeout = {max(1, math.ceil(seconds))}"
+    else:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _idle_timeout(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(statement)
+            dbapi_conn.commit()
+        except Exception:  # noqa: BLE001 - not supported here: run without it
+            dbapi_conn.rollback()
+        finally:
+            cursor.close()
 
 
 #: PostgreSQL SQLSTATEs of a transaction the server aborted because of another one:

@@ -213,17 +213,28 @@ def _paused(row: Any) -> dict[str, Any]:
             "paused_by": by if at is not None and isinstance(by, str) else None}
 
 
-class Snapshot:
-    """A task row's values, copied out of its session (safe to use after the transaction
-    ended, committed or not)."""
+class SendDefinition:
+    """What one send needs of a task row, checked and decoded once and copied out of its
+    session (safe to use after the transaction ended, committed or not).
 
-    __slots__ = ("name", "last_run_at", "total_run_count", *DEFINITION_FIELDS)
+    ``fields``: the definition from :func:`checked_definition`; ``schedule``: the parsed
+    schedule when the caller already has it (beat's slot), else ``None`` (parsed on use).
+    """
 
-    def __init__(self, row: Any) -> None:
-        for key in self.__slots__:
-            setattr(self, key, getattr(row, key))
+    __slots__ = ("name", "last_run_at", "total_run_count", "fields", "schedule")
+
+    def __init__(self, name: str, last_run_at: Any, total_run_count: Any,
+                 fields: dict[str, Any], schedule: Any = None) -> None:
+        self.name = name
+        self.last_run_at = last_run_at
+        self.total_run_count = total_run_count
+        self.fields = fields
+        self.schedule = schedule
 
 
-def snapshot(row: Any) -> Snapshot:
-    """Copy what a send needs out of a task row."""
-    return Snapshot(row)
+def send_definition(row: Any, schedule: Any = None) -> tuple[SendDefinition, str | None]:
+    """The :class:`SendDefinition` of a task row and what is broken in it (``None``: it can
+    be sent).  ``schedule``: the row's parsed schedule, if known."""
+    fields, problem = checked_definition(row)
+    return SendDefinition(row.name, row.last_run_at, row.total_run_count, fields,
+                          schedule), problem
