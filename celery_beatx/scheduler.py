@@ -359,12 +359,15 @@ class Scheduler(beat.Scheduler):
         self._setting_up = True
         try:
             self.engine = make_engine(self.beatx.database_url, self.beatx.engine_options)
+            idle = max(1.0, self.beatx.lease_seconds / 3)
             if self.beatx.ha:
                 # A leader frozen inside a fenced transaction must not keep the lease row
                 # locked (and so its lease) past a third of the lease.
-                end_idle_transactions(self.engine, max(1.0, self.beatx.lease_seconds / 3))
+                end_idle_transactions(self.engine, idle)
             self._wait_for_schema()
             self.repo = Repository(self.engine)
+            if self.beatx.ha:
+                self.repo.lock_idle_timeout = idle
             self.admin = BeatAdmin(app=None, engine=self.engine, clock=self.clock,
                                    auto_migrate=False, instance_id=self.beatx.instance_id)
             self.admin.app = self.app
@@ -824,6 +827,8 @@ class Scheduler(beat.Scheduler):
         with signals_deferred():
             if not dispatcher.resolve() or not dispatcher.flush():
                 return self._wait()
+        if not leadership.may_send():  # a fenced write there found the lease gone
+            return self._wait()
         if self.broker.down:
             if not self.broker.ready() or not self._probe_broker():
                 return self._wait()

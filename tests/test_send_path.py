@@ -246,6 +246,28 @@ def test_marks_survive_a_lease_lost_during_the_outage_and_nothing_is_sent_twice(
     assert drain(queue_name) == []
 
 
+def test_without_the_lease_only_sent_marks_are_written(app, admin, db_url, clock, queue_name):
+    from celery_beatx.beat.dispatch import _Marks
+
+    admin.add("job", "proj.job", every(seconds=10))
+    beat = scheduler_as(app, clock, "deposed")
+    fail_once(beat.engine, lambda sql: sql.startswith("UPDATE beatx_runs SET status"))
+    clock.advance(seconds=10)
+    beat.tick()  # published; the mark fails
+    (run,) = runs(db_url)
+    # Say the publish had failed instead: a failure is the leader's to judge (and retry
+    # under the same id), so a beat without the lease leaves the run pending.
+    beat.dispatcher.unconfirmed = _Marks(failed=[(run.task_id, "boom")])
+    beat.leadership._valid_until = 0.0
+    beat.leadership._next_lease = float("inf")
+    beat.db._retry_at = float("-inf")
+    beat.tick()
+    assert beat.leadership.role == "standby"
+    assert [r.status for r in runs(db_url)] == ["pending"]
+    beat.close()
+    drain(queue_name)
+
+
 def test_a_record_that_fails_before_commit_sends_nothing_and_is_retried(
         app, admin, db_url, clock, queue_name):
     admin.add("job", "proj.job", every(seconds=10))
@@ -334,6 +356,29 @@ def test_a_leader_frozen_inside_a_fenced_transaction_does_not_keep_the_lease_row
         with contextlib.suppress(Exception):
             session.close()
         leader.close()
+
+
+def test_a_batch_longer_than_the_lease_renews_it_between_chunks(
+        app, admin, db_url, clock, queue_name):
+    for i in range(30):
+        admin.add(f"job{i:02d}", "proj.job", every(seconds=10))
+    leader = scheduler_as(app, clock, "busy", beatx_lease_seconds=6, beatx_max_in_flight=2)
+    # A slow broker: the monotonic clock moves 0.25 s at each look, so the batch of 30
+    # sends spans far more than the lease (validity 4 s, renewal due every 2 s).
+    ticks = {"now": 1000.0}
+
+    def mono() -> float:
+        ticks["now"] += 0.25
+        return ticks["now"]
+
+    leader.leadership.mono = mono
+    leader.leadership._lease_step(mono())
+    clock.advance(seconds=10)
+    leader.tick()
+    assert leader.leadership.role == "leader"
+    assert len(drain(queue_name)) == 30
+    assert sorted(r.status for r in runs(db_url)) == ["sent"] * 30
+    leader.close()
 
 
 def test_a_leader_past_its_local_deadline_stops_before_publishing(app, admin, clock, queue_name):

@@ -257,7 +257,6 @@ class Dispatcher:
         handled: set[str] = set()
         try:
             with self.repo.transaction() as session:
-                leadership.check_fence(session)
                 rows = {r.name: r for r in self.repo.get_tasks(session, [s.name for s in slots])}
                 for slot in slots:
                     handled.add(slot.name)
@@ -281,6 +280,9 @@ class Dispatcher:
                     definitions[slot.name] = entry
                     decisions.append(self._decide(slot, now, plans.get(slot.name)))
                 self._gate(session, decisions, now)
+                # The fence comes after the decisions (reads and pure work, however long a
+                # catch-up): the lease row is locked only while the runs are read and written.
+                leadership.check_fence(session)
                 ids = [run_task_id(d.slot.name, when, 0) for d in decisions
                        for when, _ in d.plan.sends]
                 ids += [run_task_id(d.slot.name, s.scheduled_at, 0) for d in decisions
@@ -492,13 +494,16 @@ class Dispatcher:
                     continue
             definitions[send.name] = entry
             ready.append(send)
-        if gone:
-            self._confirm(gone)
+        if gone and not self._confirm(gone) and self.unconfirmed:
+            self.unsent.extendleft(reversed(ready))  # the database is failing: later
+            return 0
         return self._publish_all(ready, definitions)
 
     def _publish_all(self, sends: Sequence[Send], definitions: dict[str, Any]) -> int:
         published = 0
         for start in range(0, len(sends), self.max_in_flight):
+            if start:
+                self.leadership.renew_if_due()
             chunk = sends[start:start + self.max_in_flight]
             done, stop = self._publish_chunk(chunk, definitions)
             published += done
@@ -545,24 +550,32 @@ class Dispatcher:
     def _confirm(self, marks: _Marks) -> bool:
         """Write the marks of published (or failed) runs.
 
-        While this beat leads the write is fenced; a beat that lost the lease still writes
-        them, unfenced: they only move ``pending`` runs forward and record what did happen
-        (the message left), so the next leader does not send those runs again.
+        While this beat leads the write is fenced.  A beat that lost the lease still writes
+        its ``sent`` marks, unfenced: they only move ``pending`` runs forward and record what
+        did happen (the message left), so the next leader does not send those runs again.
+        Its failures are not written (the runs stay pending: the leader sends them and
+        records its own outcome), and it finishes only one-offs whose run it moved on.
         """
         leadership = self.leadership
         now = self.clock()
         fenced = leadership.may_send()
         try:
             with self.repo.transaction() as session:
+                finishing = marks.finishing
                 if fenced:
                     leadership.check_fence(session)
+                elif marks.sent:
+                    # Without the lease only what happened is written: the messages that
+                    # left.  A failure stays pending for the leader to send and judge, and
+                    # only one-offs whose run this write moves on are finished.
+                    finishing = finishing & self.repo.pending_of(session, marks.sent)
                 if marks.sent:
                     self.repo.mark_runs(session, marks.sent, status="sent", at=now)
-                for task_id, error in marks.failed:
+                for task_id, error in marks.failed if fenced else ():
                     self.repo.mark_runs(session, [task_id], status="send_failed", at=now,
                                         error=error)
-                if marks.finishing:
-                    self.repo.finish_tasks(session, sorted(marks.finishing), now)
+                if finishing and (fenced or marks.sent):
+                    self.repo.finish_tasks(session, sorted(finishing), now)
         except Fenced:
             leadership.lost_fence()
             return self._confirm(marks)  # no longer leader: written unfenced

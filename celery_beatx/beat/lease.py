@@ -93,6 +93,14 @@ class Leadership:
         if self.mono() >= self._next_heartbeat and self.db.ready():
             self._heartbeat()
 
+    def renew_if_due(self) -> None:
+        """Renew the lease now if this beat leads and a renewal is due: called between two
+        chunks of a long batch (a catch-up after an outage), outside any transaction, so
+        sending for longer than a third of the lease does not cost the lease."""
+        if self.ha and self.role == LEADER and self.mono() >= self._next_lease \
+                and self.db.ready():
+            self._lease_step(self.mono())
+
     def _lease_step(self, started: float) -> None:
         try:
             with self.repo.transaction() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -9,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from .types import json_dumps, tolerant_json_loads
+
+logger = logging.getLogger("celery_beatx")
 
 
 def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
@@ -52,31 +55,27 @@ def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
 
 
 def end_idle_transactions(engine: Engine, seconds: float) -> None:
-    """Have the server end this engine's sessions that sit idle inside a transaction for
-    longer than ``seconds`` (PostgreSQL ``idle_in_transaction_session_timeout``, MariaDB
-    ``idle_transaction_timeout``; MySQL and SQLite have no such setting).
+    """Have a MariaDB server end this engine's sessions that sit idle inside a transaction
+    for longer than ``seconds`` (``idle_transaction_timeout``).
 
-    Beat's leader holds the lease row share-locked for the length of each fenced
-    transaction; a leader frozen inside one (SIGSTOP, a VM pause) would otherwise keep that
-    lock, and so its lease, for as long as it stays frozen.  A setting the server refuses
-    (an older server, a pooler that forbids ``SET``) is skipped.
+    Beat's leader holds the lease row locked for the length of each fenced transaction; a
+    leader frozen inside one (SIGSTOP, a VM pause) would otherwise keep that lock, and so
+    its lease, for as long as it stays frozen.  PostgreSQL gets the same per transaction
+    (:attr:`Repository.lock_idle_timeout`); MySQL has no such setting and SQLite no server:
+    nothing is set there.
     """
-    backend = engine.url.get_backend_name()
-    if backend == "postgresql":
-        statement = f"SET idle_in_transaction_session_timeout = {max(1, round(seconds * 1000))}"
-    elif backend in ("mysql", "mariadb"):
-        statement = f"SET SESSION idle_transaction_timeout = {max(1, math.ceil(seconds))}"
-    else:
+    if engine.url.get_backend_name() not in ("mysql", "mariadb"):
         return
+    statement = f"SET SESSION idle_transaction_timeout = {max(1, math.ceil(seconds))}"
 
     @event.listens_for(engine, "connect")
     def _idle_timeout(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(statement)
-            dbapi_conn.commit()
-        except Exception:  # noqa: BLE001 - not supported here: run without it
-            dbapi_conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - MySQL: run without it
+            logger.debug("beat: idle_transaction_timeout not available (%s): a leader "
+                         "frozen inside a transaction keeps its lease until it resumes", exc)
         finally:
             cursor.close()
 

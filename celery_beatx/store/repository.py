@@ -27,6 +27,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -166,6 +167,12 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: Seconds after which the server ends a session that sits idle in a transaction
+        #: holding a lock row (:meth:`get_lock` ``for_update``/``shared``): set by beat, so
+        #: a leader frozen inside a fenced transaction cannot keep its lease (PostgreSQL:
+        #: ``SET LOCAL``, for that transaction only; see
+        #: :func:`celery_beatx.store.engine.end_idle_transactions` for MariaDB).
+        self.lock_idle_timeout: float | None = None
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._read_sessions = sessionmaker(
             engine.execution_options(beatx_readonly=True), expire_on_commit=False,
@@ -529,6 +536,14 @@ class Repository:
             # Only pending runs: a fast worker may already have recorded a later status.
             session.execute(update(Run).where(Run.task_id.in_(chunk), Run.status == "pending")
                             .values(**values), execution_options=NO_SYNC)
+
+    def pending_of(self, session: Session, task_ids: Sequence[str]) -> set[str]:
+        """The task names of the runs among ``task_ids`` that are still ``pending``."""
+        names: set[str] = set()
+        for chunk in _chunks(list(task_ids)):
+            names.update(session.scalars(select(Run.task_name).where(
+                Run.task_id.in_(chunk), Run.status == "pending")))
+        return names
 
     def runs_with_status(self, session: Session, statuses: Sequence[str]) -> list[Run]:
         return list(session.scalars(
@@ -930,6 +945,10 @@ class Repository:
         stmt = select(Lock).where(Lock.name == name)
         if for_update or shared:
             stmt = stmt.with_for_update(read=shared and not for_update)
+            if self.lock_idle_timeout is not None and self.engine.dialect.name == "postgresql":
+                milliseconds = max(1, round(self.lock_idle_timeout * 1000))
+                session.execute(text(
+                    f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
         return session.scalars(stmt).one_or_none()
 
     def insert_lock(self, session: Session, name: str, owner: str, now: datetime,

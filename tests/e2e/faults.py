@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -133,6 +133,33 @@ def watch(procs: Sequence[Proc], until: float) -> None:
         if left <= 0:
             return
         time.sleep(min(left, 0.05))
+
+
+def wait_caught_up(url: str, procs: Sequence[Proc], timeout: float) -> float | None:
+    """Wait (failing if a process dies) until beat has sent its backlog: no run row is
+    ``pending`` and the newest scheduled time is at most 2 s old.  Returns how long it
+    took, or None when ``timeout`` s passed first."""
+    started = time.time()
+    query = sa.text("SELECT count(*) FILTER (WHERE status = 'pending'), max(scheduled_at) "
+                    "FROM beatx_runs") if url.startswith("postgresql") else sa.text(
+        "SELECT sum(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), max(scheduled_at) "
+        "FROM beatx_runs")
+    with engine_for(url) as engine:
+        while time.time() - started < timeout:
+            watch(procs, time.time() + 0.5)
+            try:
+                with engine.connect() as conn:
+                    pending, newest = conn.execute(query).one()
+            except sa.exc.OperationalError:
+                continue
+            if not pending and newest is not None:
+                if isinstance(newest, str):
+                    newest = datetime.fromisoformat(newest)
+                if newest.tzinfo is None:
+                    newest = newest.replace(tzinfo=timezone.utc)
+                if newest.timestamp() >= time.time() - 2.0:
+                    return time.time() - started
+    return None
 
 
 def seeded(name: str) -> random.Random:
