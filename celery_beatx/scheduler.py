@@ -1108,9 +1108,14 @@ class Scheduler(beat.Scheduler):
             entry = self._send_entry(definition, send)
         except Exception as exc:
             return FAILED, f"{type(exc).__name__}: {exc}"
+        try:
+            with signals_deferred():
+                producer = self.producer
+        except Exception as exc:  # no connection to the broker: nothing can be sent
+            return BROKER_DOWN, exc
         self._outcome = _MISSING
         with signals_deferred():
-            self.apply_entry(entry, producer=self.producer)
+            self.apply_entry(entry, producer=producer)
         outcome, self._outcome = self._outcome, _MISSING
         if outcome is _MISSING:
             return DROPPED, "apply_entry returned without sending (a subclass override)"
@@ -1172,6 +1177,22 @@ class Scheduler(beat.Scheduler):
                 schedule, self.app, self.beatx.timezone)
             return found
 
+    def _ensure_connected(self) -> Any:
+        """Connect to the broker for :attr:`producer` with one bounded attempt.
+
+        Celery's tries ``broker_connection_max_retries`` times (100) with sleeps growing to
+        30 s, all inside one tick, so a beat started while the broker is down would hold
+        its lease, its change feed and its database work for minutes.  Here a failed
+        attempt raises at once; the outage back-off decides when to try again.
+        """
+        def retrying(exc: BaseException, interval: float) -> None:
+            logger.debug("beat: broker connection failed (%s); one more try", exc)
+
+        timeout = self.app.conf.broker_connection_timeout
+        return self.connection.ensure_connection(
+            retrying, 1, interval_start=0, interval_step=0,
+            timeout=float(timeout) if timeout else 4.0)
+
     def _is_connection_error(self, exc: BaseException) -> bool:
         kinds: tuple[type[BaseException], ...] = (
             OSError, socket.timeout, KombuOperationalError)
@@ -1200,7 +1221,7 @@ class Scheduler(beat.Scheduler):
                 conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
                                        timeout=2)
         except Exception as exc:
-            self.broker.failed(exc, "sending due tasks")
+            self.broker.failed(exc, "sending due tasks", unreachable=True)
             return False
         finally:
             with contextlib.suppress(Exception):

@@ -268,6 +268,49 @@ def test_without_the_lease_only_sent_marks_are_written(app, admin, db_url, clock
     drain(queue_name)
 
 
+def test_a_broker_outage_is_one_warning_and_no_publish_at_every_tick(
+        admin, db_url, clock, caplog):
+    from celery import Celery
+
+    admin.add("job", "proj.job", every(seconds=10))
+    admin.add("other", "proj.job", every(seconds=10))
+    # Nothing listens on port 1: every connection is refused.
+    app = Celery("dead_broker", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.update(beatx_database_url=db_url, timezone="UTC", beatx_sync_interval=1.0,
+                    broker_connection_timeout=1)
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):  # within the back-off: no publish is tried again
+            beat.tick()
+    text = caplog.text
+    assert text.count("broker unreachable") == 1, text
+    # Connecting fails at once (one bounded attempt, not Celery's 100 with growing sleeps),
+    # and no publish is tried again within the back-off: no Celery "Message Error" storm.
+    assert text.count("Message Error") <= 1, text
+    assert "Trying again in" not in text, text
+    assert "error while sending" not in text
+    assert [r.status for r in runs(db_url)] == ["pending", "pending"]
+    beat.close()
+
+
+def test_a_catch_up_is_recorded_in_batches_of_about_batch_size_sends(
+        app, admin, db_url, clock, queue_name):
+    beat = make(app, clock)
+    for i in range(5):
+        admin.add(f"job{i}", "proj.job", every(seconds=10), catchup="all")
+    beat.poll_changes()
+    beat.dispatcher.batch_size = 20
+    clock.advance(seconds=100)  # ten occurrences of each task are due
+    assert beat.tick() == 0.0  # more is due: come back at once
+    assert len(runs(db_url)) == 20  # two tasks' ten occurrences, not all fifty
+    while beat.tick() == 0.0:
+        pass
+    beat.close()
+    assert sorted(r.status for r in runs(db_url)) == ["sent"] * 50
+    assert len(drain(queue_name)) == 50
+
+
 def test_a_record_that_fails_before_commit_sends_nothing_and_is_retried(
         app, admin, db_url, clock, queue_name):
     admin.add("job", "proj.job", every(seconds=10))

@@ -258,7 +258,15 @@ class Dispatcher:
         try:
             with self.repo.transaction() as session:
                 rows = {r.name: r for r in self.repo.get_tasks(session, [s.name for s in slots])}
+                planned = 0
                 for slot in slots:
+                    if planned >= self.batch_size and slot.entry is None:
+                        # A catch-up can give each task many occurrences: keep one batch to
+                        # about ``batch_size`` sends (a clean stop waits for the batch under
+                        # way); the other due tasks go back and come next, at once.
+                        self.heap.push(slot)
+                        handled.add(slot.name)
+                        continue
                     handled.add(slot.name)
                     row = rows.get(slot.name)
                     if row is None or row.enabled is not True and row.enabled != 1 \
@@ -279,6 +287,7 @@ class Dispatcher:
                             continue
                     definitions[slot.name] = entry
                     decisions.append(self._decide(slot, now, plans.get(slot.name)))
+                    planned += len(decisions[-1].plan.sends)
                 self._gate(session, decisions, now)
                 # The fence comes after the decisions (reads and pure work, however long a
                 # catch-up): the lease row is locked only while the runs are read and written.
@@ -514,7 +523,9 @@ class Dispatcher:
             if stop is not None:
                 rest = list(chunk[stop:]) + list(sends[start + self.max_in_flight:])
                 if self.leadership.may_send() and not self.closing():
-                    self.unsent.extend(rest)  # broker down: re-sent when it is back
+                    # Broker down (or marks not written): re-sent when it is back, first,
+                    # so that runs keep their time order.
+                    self.unsent.extendleft(reversed(rest))
                 return published
         return published
 
@@ -530,7 +541,7 @@ class Dispatcher:
                     break
                 outcome, detail = self.publish(definitions[send.name], send)
                 if outcome == BROKER_DOWN:
-                    self.broker.failed(detail, "sending due tasks")
+                    self.broker.failed(detail, "sending due tasks", unreachable=True)
                     stop = index
                     break
                 if outcome == SENT:

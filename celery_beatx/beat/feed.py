@@ -20,7 +20,7 @@ from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
 from ..policies import jitter_offset
 from ..schedules.memory import is_in_memory
 from ..states import RUNS_COUNTER
-from ..store.repository import Repository
+from ..store.repository import REVISION, Repository
 from ..store.rows import load_schedule, load_schedule_text
 from ..store.types import tolerant_json_loads
 from .alerting import resolve, store
@@ -197,14 +197,23 @@ class Feed:
     def poll(self) -> int:
         """Apply tasks changed since the last read; returns how many changed."""
         marks: dict[str, str | None] = {}
+        fixed: list[str] = []
         with self.repo.transaction(readonly=True) as session:
-            changed, removed, upto = self.repo.changes_since(session, self.revision)
-            self.runs_counter = self.repo.counter(session, RUNS_COUNTER)
+            # One read for both counters (the revision first, see changes_since).
+            counters = self.repo.counters(session, [REVISION, RUNS_COUNTER])
+            self.runs_counter = counters[RUNS_COUNTER]
+            changed, removed, upto = self.repo.changes_since(session, self.revision,
+                                                             upto=counters[REVISION])
             usable = [row.name for row in changed if self.apply_row(row, marks) is not None]
             for stone in removed:
                 self.heap.remove(stone.name)
+            if usable:
+                # A changed task that is schedulable again resolves its invalid_schedule
+                # alert: look for such alerts here rather than in a transaction of its own.
+                fixed = sorted({a.task_name for a in self.repo.open_alerts(
+                    session, [INVALID_SCHEDULE], names=usable) if a.task_name})
         self.revision = upto
-        self.save_marks(marks, fixed=usable)
+        self.save_marks(marks, fixed=fixed)
         if changed or removed:
             self.logger.info("beat: picked up %d changed and %d removed task(s)",
                              len(changed), len(removed))

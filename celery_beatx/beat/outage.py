@@ -59,14 +59,18 @@ class Outage:
         """Seconds until the next attempt is due (0 when it is)."""
         return max(self._retry_at - self.mono(), 0.0)
 
-    def failed(self, exc: BaseException, doing: str) -> None:
+    def failed(self, exc: BaseException, doing: str, *, unreachable: bool | None = None) -> None:
         """An attempt failed: log the first failure of an outage (traceback once, at DEBUG
-        afterwards) and back off."""
+        afterwards) and back off.  ``unreachable``: the caller's verdict on whether ``exc``
+        means an outage (default: :func:`is_unreachable`), e.g. for a connection error that
+        Celery wrapped in an error of its own."""
         now = self.mono()
         self.failures += 1
         delay = min(self.first * 2 ** (self.failures - 1), self.cap)
         self._retry_at = now + delay
-        if not is_unreachable(exc):
+        if unreachable is None:
+            unreachable = is_unreachable(exc)
+        if not unreachable:
             # Not an outage but an error of ours or of the data: say it loudly, with its
             # traceback, once per kind of error; back off all the same.
             key = (doing, type(exc).__name__, str(exc)[:200])

@@ -227,6 +227,12 @@ class Repository:
                                 ).scalar_one_or_none()
         return int(value or 0)
 
+    def counters(self, session: Session, names: Sequence[str]) -> dict[str, int]:
+        """The values of counters ``names`` in one read (a missing counter is 0)."""
+        found = dict(session.execute(select(Counter.name, Counter.value)
+                                     .where(Counter.name.in_(list(names)))).all())
+        return {name: int(found.get(name) or 0) for name in names}
+
     def current_revision(self, session: Session) -> int:
         """The newest revision handed out so far (0 when none)."""
         value = session.execute(
@@ -235,16 +241,18 @@ class Repository:
         return int(value or 0)
 
     def changes_since(
-        self, session: Session, revision: int
+        self, session: Session, revision: int, upto: int | None = None
     ) -> tuple[list[Task], list[Tombstone], int]:
         """Tasks changed and removed after ``revision``, and the revision they go up to.
 
-        The counter is read first and only changes up to it are returned: every revision up
-        to the counter's committed value belongs to a committed transaction (writers hold the
+        The counter is read first (or given as ``upto``, read earlier in the same
+        transaction) and only changes up to it are returned: every revision up to the
+        counter's committed value belongs to a committed transaction (writers hold the
         counter row until they commit), so nothing is skipped even where each statement sees
         a newer snapshot (PostgreSQL's READ COMMITTED).  Later changes come next time.
         """
-        upto = self.current_revision(session)
+        if upto is None:
+            upto = self.current_revision(session)
         if upto <= revision:
             return [], [], revision
         tasks = list(session.scalars(

@@ -211,14 +211,16 @@ def _sample(items: Iterable[Any], n: int = 3) -> list[Any]:
 def delivery_problems(names: Sequence[str], first: dict[str, datetime],
                       runs: Sequence[RunRow], markers: Sequence[Marker],
                       counts: dict[str, int], until: float, duplicate_bound: int,
-                      per_instance_bound: int | None = None) -> list[str]:
+                      per_instance_bound: int | None = None,
+                      in_broker: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Everything that breaks issue 6's delivery promise (see the module docstring).
 
     ``until``: the wall-clock time up to which every task must have kept running (its last
     scheduled time at most 2 s before it); ``duplicate_bound``: how many extra executions
     of an already executed task id are allowed in total; ``per_instance_bound``: how many
     of them the runs recorded by any one beat instance may have (one crash each, when
-    every crashed beat had an instance id of its own).
+    every crashed beat had an instance id of its own); ``in_broker``: task ids whose
+    message the broker still holds, unacknowledged (see :func:`unacked_ids`).
     """
     problems: list[str] = []
     wanted = set(names)
@@ -264,6 +266,11 @@ def delivery_problems(names: Sequence[str], first: dict[str, datetime],
     for marker in markers:
         if marker.entry is not None and marker.scheduled_at is not None:
             ran_at[marker.entry].add(marker.scheduled_at)
+    # Delivered to a worker that lost it with its connection when the broker died: the
+    # message is still the broker's (restored after its visibility timeout), not lost.
+    for run in runs:
+        if run.task_id in in_broker:
+            ran_at[run.task_name].add(run.scheduled_at)
 
     lost_rows, lost_runs, off_grid, stopped_early, miscounted = [], [], [], [], []
     for name in names:
@@ -306,3 +313,25 @@ def summary(runs: Sequence[RunRow], markers: Sequence[Marker]) -> str:
     instances = Counter(r.instance_id for r in runs)
     return (f"{len(runs)} run rows {dict(statuses)}, by instance {dict(instances)}; "
             f"{len(markers)} executions of {len({m.task_id for m in markers})} task ids")
+
+
+def unacked_ids(redis_url: str) -> set[str]:
+    """Task ids of the messages a Redis broker holds as delivered and not acknowledged
+    (kombu's ``unacked`` hash): a worker took them and lost them with its connection when
+    the broker died; kombu gives them back after the visibility timeout (an hour)."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ids = set()
+        for raw in client.hvals("unacked"):
+            try:
+                message = json.loads(raw)[0]
+                ids.add(message["headers"]["id"])
+            except (ValueError, LookupError, TypeError):
+                continue
+        return ids
+    finally:
+        client.close()

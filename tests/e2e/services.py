@@ -322,7 +322,7 @@ class PrivateRedis(_Server):
         self._spawn([
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "everysec", "--dir", str(self.root), "--daemonize", "no",
+            "--appendfsync", "always", "--dir", str(self.root), "--daemonize", "no",
         ])
         self._wait_ready(self._ping, timeout)
 
