@@ -138,7 +138,13 @@ class Leadership:
             return
         if self.role == LEADER:
             self._lose(f"the lease is now held by {state.owner!r}")
-        self._next_lease = started + min(1.0, self.lease_seconds / 3)
+        # Try again in a second (a third of a short lease), or right when the holder's
+        # lease runs out if that is sooner: a standby takes over as soon as it may.
+        wait = min(1.0, self.lease_seconds / 3)
+        remaining = (state.expires_at - state.now).total_seconds()
+        if 0 <= remaining < wait:
+            wait = remaining + 0.02
+        self._next_lease = started + wait
         if state.owner != self._holder:
             self._holder = state.owner
             self.logger.warning("beat: standby: the leader lease is held by %r (token %d); "
