@@ -494,12 +494,12 @@ class Dispatcher:
             entry = self.memory_entry(send.name)
             row = rows.get(send.name)
             if entry is None:
-                problem = "task was removed" if row is None else None
-                if row is not None:
-                    entry, broken = send_definition(row)
-                    problem = "task definition is invalid" if broken else None
-                if problem:
-                    gone.failed.append((send.task_id, problem))
+                if row is None:
+                    gone.failed.append((send.task_id, "task was removed"))
+                    continue
+                entry, broken = send_definition(row)
+                if broken:
+                    gone.failed.append((send.task_id, "task definition is invalid"))
                     continue
             definitions[send.name] = entry
             ready.append(send)
@@ -575,17 +575,18 @@ class Dispatcher:
                 finishing = marks.finishing
                 if fenced:
                     leadership.check_fence(session)
-                elif marks.sent:
+                else:
                     # Without the lease only what happened is written: the messages that
                     # left.  A failure stays pending for the leader to send and judge, and
                     # only one-offs whose run this write moves on are finished.
-                    finishing = finishing & self.repo.pending_of(session, marks.sent)
+                    finishing = finishing & self.repo.pending_of(session, marks.sent) \
+                        if marks.sent else set()
                 if marks.sent:
                     self.repo.mark_runs(session, marks.sent, status="sent", at=now)
                 for task_id, error in marks.failed if fenced else ():
                     self.repo.mark_runs(session, [task_id], status="send_failed", at=now,
                                         error=error)
-                if finishing and (fenced or marks.sent):
+                if finishing:
                     self.repo.finish_tasks(session, sorted(finishing), now)
         except Fenced:
             leadership.lost_fence()

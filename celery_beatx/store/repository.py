@@ -235,10 +235,7 @@ class Repository:
 
     def current_revision(self, session: Session) -> int:
         """The newest revision handed out so far (0 when none)."""
-        value = session.execute(
-            select(Counter.value).where(Counter.name == REVISION)
-        ).scalar_one_or_none()
-        return int(value or 0)
+        return self.counter(session, REVISION)
 
     def changes_since(
         self, session: Session, revision: int, upto: int | None = None
