@@ -1210,29 +1210,30 @@ class Scheduler(beat.Scheduler):
         return False
 
     def _probe_broker(self) -> bool:
-        """One quick connection attempt while the broker is down; True when it answers.
+        """One bounded connection attempt while the broker is down; True when it answers.
 
-        When it is back, the cached producer and connection are dropped so the next send
-        builds fresh ones.
+        The cached producer and connection are dropped first and built again through
+        :attr:`producer` (that is, :meth:`_ensure_connected`), so the probe and the sends
+        share one connect path and a probe that succeeds leaves a warm producer behind.
         """
-        conn = self.app.connection_for_write()
+        self._drop_producer()
         try:
             with signals_deferred():
-                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                       timeout=2)
+                self.producer  # noqa: B018 -- builds and caches the connection
         except Exception as exc:
+            self._drop_producer()
             self.broker.failed(exc, "sending due tasks", unreachable=True)
             return False
-        finally:
-            with contextlib.suppress(Exception):
-                conn.release()
+        self.broker.succeeded()
+        return True
+
+    def _drop_producer(self) -> None:
+        """Forget the cached producer and release its connection."""
         self.__dict__.pop("producer", None)
         old = self.__dict__.pop("connection", None)
         if old is not None:
             with contextlib.suppress(Exception):
                 old.release()
-        self.broker.succeeded()
-        return True
 
     # -- Celery's Scheduler interface ----------------------------------------------------
 

@@ -27,8 +27,10 @@ database, queue and marker file (the brokers are shared with other test runs):
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import time
 from datetime import timedelta
 
@@ -39,6 +41,10 @@ from celery.schedules import schedule as celery_schedule
 
 import celery_beatx
 from celery_beatx import Scheduler, crontab, every
+
+# A test that times out waiting for a process sends it SIGUSR1: every thread's stack goes to
+# its log, so a stall shows where it was.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 QUEUE = os.environ.get("E2E_QUEUE", "beatx-e2e")
 MARKERS = os.environ.get("E2E_MARKERS", "markers.jsonl")

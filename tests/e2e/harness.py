@@ -178,7 +178,18 @@ class Proc:
                     f"{self.name} exited ({self.popen.returncode}) before logging {text!r}")
             return False
 
-        wait_for(seen, timeout, f"{self.name} to log {text!r}")
+        try:
+            wait_for(seen, timeout, f"{self.name} to log {text!r}")
+        except AssertionError:
+            self.dump_stacks()
+            raise
+
+    def dump_stacks(self) -> None:
+        """Have the process write every thread's stack to its log (e2eapp registers
+        faulthandler on SIGUSR1), so a stall shows where it was."""
+        if self.running():
+            self.popen.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
 
 
 @dataclass
