@@ -8,7 +8,7 @@ in :mod:`celery_beatx.values`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -158,6 +158,64 @@ def _kwargs(value: Any) -> Any:
     return encode_arguments(dict(value), "kwargs")
 
 
+def _calendar(value: Any, key: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Calendar):
+        value = Calendar.from_dict(_as_dict(value, key) or {})
+    return plain_json(value.to_dict(), key)  # type: ignore[no-any-return]
+
+
+def _choice(modes: tuple[str, ...]) -> Any:
+    def check(value: Any, key: str) -> str:
+        if value not in modes:
+            raise InvalidSchedule(f"{key} {value!r} is not one of {modes}", key)
+        return value  # type: ignore[no-any-return]
+    return check
+
+
+def _description(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidSchedule(f"description {value!r:.60} must be a string", key)
+    if len(value) > DESCRIPTION_MAX:
+        raise InvalidSchedule(f"description {value[:40]!r}... is longer than "
+                              f"{DESCRIPTION_MAX} characters", key)
+    if "\x00" in value:
+        raise InvalidSchedule(f"description {value!r:.60} contains a NUL character", key)
+    return value
+
+
+def _enabled(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidSchedule(f"enabled {value!r} must be True or False", key)
+    return value
+
+
+#: How each field (other than ``queue``, ``schedule`` and ``expires``, which need more
+#: than the value) is checked and brought to its stored form: ``check(value, key)``.
+_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "name": _name,
+    "task": _name,
+    "args": lambda v, k: _args(v),
+    "kwargs": lambda v, k: _kwargs(v),
+    "headers": lambda v, k: check_headers(v),
+    "options": lambda v, k: check_options(v, UPDATABLE_FIELDS),
+    "group": _optional_name,
+    "priority": lambda v, k: None if v is None else _int(v, k, 0, 255),
+    "tags": _str_list,
+    "depends_on": _str_list,
+    "calendar": _calendar,
+    "retry": lambda v, k: None if v is None else RetryPolicy.coerce(v).to_dict(),
+    "alerts": lambda v, k: None if v is None else AlertConfig.coerce(v).to_dict(),
+    "jitter": lambda v, k: number(v, k, maximum=JITTER_MAX),
+    "catchup": _choice(CATCHUP_MODES),
+    "catchup_limit": lambda v, k: _int(v, k, 1, CATCHUP_LIMIT_MAX),
+    "overlap": _choice(OVERLAP_MODES),
+    "description": _description,
+    "enabled": _enabled,
+}
+
+
 def validate_fields(fields: Mapping[str, Any], timezone: str | None = None,
                     now: datetime | None = None) -> dict[str, Any]:
     """Validate and normalise definition fields; returns their stored (JSON) form.
@@ -176,66 +234,17 @@ def validate_fields(fields: Mapping[str, Any], timezone: str | None = None,
     out: dict[str, Any] = {}
     routing: dict[str, Any] | None = None
     for key, value in fields.items():
-        if key in ("name", "task"):
-            out[key] = _name(value, key)
-        elif key == "schedule":
-            schedule = coerce_schedule(value, timezone).to_dict()
-            out[key] = plain_json(schedule, key)
-        elif key == "args":
-            out[key] = _args(value)
-        elif key == "kwargs":
-            out[key] = _kwargs(value)
-        elif key == "headers":
-            out[key] = check_headers(value)
-        elif key == "options":
-            out[key] = check_options(value, UPDATABLE_FIELDS)
-        elif key == "queue":
+        if key == "queue":
             name, carried = queue_routing(value)
             if name is not value:  # a kombu.Queue: its routing goes with it
                 routing = carried
             out[key] = _optional_name(name, key)
-        elif key == "group":
-            out[key] = _optional_name(value, key)
-        elif key == "priority":
-            out[key] = None if value is None else _int(value, key, 0, 255)
+        elif key == "schedule":
+            out[key] = plain_json(coerce_schedule(value, timezone).to_dict(), key)
         elif key == "expires":
             out[key] = check_expires(value, now)
-        elif key in ("tags", "depends_on"):
-            out[key] = _str_list(value, key)
-        elif key == "calendar":
-            if value is not None and not isinstance(value, Calendar):
-                value = Calendar.from_dict(_as_dict(value, key) or {})
-            out[key] = plain_json(value.to_dict(), key) if value is not None else None
-        elif key == "retry":
-            out[key] = None if value is None else RetryPolicy.coerce(value).to_dict()
-        elif key == "alerts":
-            out[key] = None if value is None else AlertConfig.coerce(value).to_dict()
-        elif key == "jitter":
-            out[key] = number(value, key, maximum=JITTER_MAX)
-        elif key == "catchup":
-            if value not in CATCHUP_MODES:
-                raise InvalidSchedule(f"catchup {value!r} is not one of {CATCHUP_MODES}", key)
-            out[key] = value
-        elif key == "catchup_limit":
-            out[key] = _int(value, key, 1, CATCHUP_LIMIT_MAX)
-        elif key == "overlap":
-            if value not in OVERLAP_MODES:
-                raise InvalidSchedule(f"overlap {value!r} is not one of {OVERLAP_MODES}", key)
-            out[key] = value
-        elif key == "description":
-            if not isinstance(value, str):
-                raise InvalidSchedule(f"description {value!r:.60} must be a string", key)
-            if len(value) > DESCRIPTION_MAX:
-                raise InvalidSchedule(f"description {value[:40]!r}... is longer than "
-                                      f"{DESCRIPTION_MAX} characters", key)
-            if "\x00" in value:
-                raise InvalidSchedule(f"description {value!r:.60} contains a NUL character",
-                                      key)
-            out[key] = value
-        elif key == "enabled":
-            if not isinstance(value, bool):
-                raise InvalidSchedule(f"enabled {value!r} must be True or False", key)
-            out[key] = value
+        else:
+            out[key] = _CHECKS[key](value, key)
     if routing is not None:
         given = out.get("options", {})
         out["options"] = check_options(dict(routing, **given), UPDATABLE_FIELDS)

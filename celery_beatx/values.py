@@ -116,6 +116,33 @@ def _trivial(value: Any) -> Any:
 
 _NOT_TRIVIAL = object()
 
+#: A flat container of at most this many trivial scalars is within the size limit.
+_FLAT_MAX = 32
+
+
+def _flat(value: Any) -> Any:
+    """The stored form of a short flat list, tuple or mapping of trivial scalars (``[42]``,
+    ``{"region": "eu"}``): a copy, no JSON round trip; else :data:`_NOT_TRIVIAL`.
+
+    A mapping with a ``__type__`` key takes the round trip: it may be a tagged object."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        items: Any = value
+    elif kind is dict and "__type__" not in value:
+        items = value.values()
+        if any(type(key) is not str or len(key) >= _SHORT_TEXT for key in value):
+            return _NOT_TRIVIAL
+    else:
+        return _NOT_TRIVIAL
+    if len(value) > _FLAT_MAX:
+        return _NOT_TRIVIAL
+    for item in items:
+        k = type(item)
+        if not (item is None or k is bool or k is int
+                or (k is str and len(item) < _SHORT_TEXT)):
+            return _NOT_TRIVIAL
+    return dict(value) if kind is dict else list(value)
+
 
 def plain_json(value: Any, field: str) -> Any:
     """``value`` in its stored form: plain JSON (tuples become lists), within the size limit."""
@@ -129,6 +156,9 @@ def encode_arguments(value: Any, field: str) -> Any:
     """``args``/``kwargs`` in their stored form: kombu's JSON encoding, so a ``datetime``,
     ``Decimal`` or ``UUID`` comes back as itself at send time."""
     stored = _trivial(value)
+    if stored is not _NOT_TRIVIAL:
+        return stored
+    stored = _flat(value)
     if stored is not _NOT_TRIVIAL:
         return stored
     text = _encoded(value, field, kombu_json.dumps)

@@ -118,6 +118,32 @@ def test_celery_values_round_trip_through_the_admin_api(admin, clock):
     assert after.queue == "plain" and after.options == {"countdown": 1}
 
 
+def test_what_add_many_returns_is_what_get_reads_back(admin, clock):
+    # add_many builds its TaskInfos from the validated input, not from the rows read
+    # back: every kind of value must come out the same both ways.
+    when = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
+    specs = [
+        {"name": "plain", "task": "t", "schedule": every(seconds=10)},
+        {"name": "flat", "task": "t", "schedule": every(minutes=5), "args": (1, "a", None),
+         "kwargs": {"region": "eu", "n": 3}, "priority": 5, "queue": "q", "group": "g",
+         "tags": ["x", "y", "x"], "jitter": 1, "catchup": "all", "overlap": "skip",
+         "description": "d", "enabled": False, "expires": 30},
+        {"name": "typed", "task": "t", "schedule": every(hours=1),
+         "args": [when, Decimal("1.5"), [1, 2]], "kwargs": {"id": uuid.UUID(int=7)},
+         "expires": when, "headers": {"h": "v"}, "options": {"countdown": 2},
+         "retry": {"max_retries": 2}, "depends_on": ["plain"],
+         "calendar": {"weekdays_only": True}},
+        {"name": "routed", "task": "t", "schedule": every(seconds=30),
+         "queue": Queue("r", Exchange("e", type="direct"), routing_key="r.k")},
+    ]
+    infos = admin.add_many(specs)
+    assert [i.name for i in infos] == [s["name"] for s in specs]
+    for info in infos:
+        assert admin.get(info.name) == info, info.name
+    assert infos[1].args == [1, "a", None] and infos[1].tags == ["x", "y"]
+    assert infos[2].args == [when, Decimal("1.5"), [1, 2]] and infos[2].expires == when
+
+
 def test_expires_in_the_past_is_refused_even_through_rollback(admin, clock):
     admin.add("e", "t", every(seconds=10), expires=clock.now + timedelta(hours=1))
     admin.update("e", expires=60)

@@ -18,9 +18,10 @@ from ..definitions import (
     validate_fields,
 )
 from ..errors import InvalidSchedule, TaskExists, TaskNotFound, VersionNotFound
+from ..gcpause import gc_paused
 from ..schedules.base import require_aware
 from ..schedules.memory import is_in_memory
-from ..store.rows import definition_of, info_from_row, load_schedule
+from ..store.rows import definition_of, info_from_row, info_from_written, load_schedule
 from ._base import AdminBase, first_run_at
 from .dependencies import drop_dependencies_on
 
@@ -56,6 +57,10 @@ class TasksMixin(AdminBase):
 
     def add_many(self, specs: Iterable[Mapping[str, Any]]) -> list[TaskInfo]:
         """Add several tasks in one transaction: all are added or none is."""
+        with gc_paused():  # the specs, rows and TaskInfos built here all stay alive
+            return self._add_many(specs)
+
+    def _add_many(self, specs: Iterable[Mapping[str, Any]]) -> list[TaskInfo]:
         prepared: list[tuple[dict[str, Any], str]] = []
         seen: set[str] = set()
         now = self._now()
@@ -93,7 +98,7 @@ class TasksMixin(AdminBase):
             self._check_dependencies(session, edges, known)
         revision = self.repo.next_revision(session)
         rows = self._insert(session, prepared, now, revision)
-        return [info_from_row(r, r.loaded) for r in rows]
+        return [info_from_written(r, r.loaded) for r in rows]
 
     def update(self, name: str, **fields: Any) -> TaskInfo:
         """Change fields of a task; any definition change makes a new version.

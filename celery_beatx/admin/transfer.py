@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..definitions import DEFINITION_FIELDS, check_source
 from ..errors import InvalidSchedule, TaskExists
+from ..gcpause import gc_paused
 from ..store.models import NAME_LENGTH
 from ..store.repository import FLUSH_BYTES, json_bytes
 from ..store.rows import definition_of
@@ -58,6 +59,10 @@ class TransferMixin(AdminBase):
         """
         if mode not in ("merge", "replace"):
             raise InvalidSchedule(f"mode {mode!r} is not 'merge' or 'replace'", "mode")
+        with gc_paused():  # the document, specs and rows built here all stay alive
+            return self._import_state(document, mode)
+
+    def _import_state(self, document: str | Mapping[str, Any], mode: str) -> int:
         doc = _parse_document(document)
         prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
         seen: set[str] = set()

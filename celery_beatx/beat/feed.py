@@ -17,6 +17,7 @@ from typing import Any
 
 from ..alerts import INVALID_SCHEDULE, Alert, AlertCooldown, dispatch
 from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
+from ..gcpause import gc_paused
 from ..policies import jitter_offset
 from ..schedules.memory import is_in_memory
 from ..states import RUNS_COUNTER
@@ -177,6 +178,10 @@ class Feed:
 
     def load_all(self) -> int:
         """Replace every slot with the enabled tasks in the database."""
+        with gc_paused():  # 100,000 slots that all stay alive
+            return self._load_all()
+
+    def _load_all(self) -> int:
         marks: dict[str, str | None] = {}
         with self.repo.transaction(readonly=True) as session:
             # Read the revision first: a change committed while we load is seen again by

@@ -162,6 +162,86 @@ def batches_by_size(items: Iterable[T], size_of: Callable[[T], int],
         yield batch
 
 
+class _Processed:
+    """The bound form of one column's values (its type's bind processor), remembered for
+    values that repeat: a bulk insert writes the same ``now``, ``None`` and empty JSON in
+    most rows, and the processor (a ``json.dumps``, a time conversion) is most of the cost
+    of a row."""
+
+    __slots__ = ("process", "memo")
+
+    def __init__(self, process: Callable[[Any], Any] | None) -> None:
+        self.process = process
+        self.memo: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is list or kind is dict:
+            if value:
+                return self.process(value) if self.process is not None else value
+            key: Any = (kind, 0)
+        else:
+            try:
+                key = (kind, value)
+                return self.memo[key]
+            except KeyError:
+                pass
+            except TypeError:  # not hashable
+                return self.process(value) if self.process is not None else value
+        out = self.memo[key] = self.process(value) if self.process is not None else value
+        return out
+
+
+def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``INSERT`` ``rows`` (dicts by column key, all with the same keys) in one executemany
+    handed to the driver, each value through its column type's bind processor.
+
+    Core's executemany does the same per row and per value with its generic bookkeeping,
+    which is most of a bulk insert's time; the statement and the stored values are the
+    same.
+    """
+    if not rows:
+        return
+    keys = list(rows[0])
+    dialect = connection.dialect
+    compiled = table.insert().compile(dialect=dialect, column_keys=keys)
+    names = list(compiled.positiontup or ()) if dialect.positional \
+        else list(compiled.bind_names.values())
+    if set(names) != set(keys) or len(names) != len(keys) or \
+            any(len(row) != len(keys) for row in rows):
+        # Uneven rows, or columns filled by defaults: Core's generic path sorts that out.
+        connection.execute(table.insert(), list(rows))
+        return
+    order = names if dialect.positional else keys
+    # Columns whose type has no bind processor pass their values as they are.
+    plain = [k for k in order if table.c[k].type.dialect_impl(dialect)
+             .bind_processor(dialect) is None]
+    processed = [(k, _Processed(table.c[k].type.dialect_impl(dialect).bind_processor(dialect)))
+                 for k in order if k not in plain]
+    copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+    positional = dialect.positional or copy
+    params: list[Any] = []
+    for row in rows:
+        values = {k: row[k] for k in plain}
+        for k, process in processed:
+            values[k] = process(row[k])
+        params.append(tuple([values[k] for k in order]) if positional else values)
+    if copy:
+        # PostgreSQL's COPY: one stream instead of a statement per row.
+        quote = dialect.identifier_preparer.quote
+        sql = (f"COPY {quote(table.name)} ({', '.join(quote(table.c[k].name) for k in order)})"
+               " FROM STDIN")
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(sql) as stream:
+                for values in params:
+                    stream.write_row(values)
+        finally:
+            cursor.close()
+        return
+    connection.exec_driver_sql(compiled.string, params)
+
+
 class Repository:
     """Data access for tasks, their versions, the change feed and runs."""
 
@@ -384,6 +464,8 @@ class Repository:
         session.flush()
 
     def clear_tombstones(self, session: Session, names: Sequence[str]) -> None:
+        if session.execute(select(Tombstone.name).limit(1)).first() is None:
+            return  # nothing was ever removed (or it was all pruned): skip the deletes
         for chunk in _chunks(list(names)):
             session.execute(delete(Tombstone).where(Tombstone.name.in_(chunk)),
                             execution_options=NO_SYNC)
@@ -481,12 +563,22 @@ class Repository:
         columns = _task_columns()
         table = Task.__table__
         connection = session.connection()
-        for batch in batches_by_size(rows, _row_bytes):
-            # Core, not the ORM's bulk insert: its per-row bookkeeping cost as much as the
-            # statement itself.  Keys are attribute names; the table wants column names.
-            connection.execute(table.insert(), [
-                {columns.get(key, key): value for key, value in row.items()}
-                for row in batch])
+        # Keys are attribute names; the table wants column names.
+        renamed: dict[tuple[str, ...], list[str]] = {}
+        values = []
+        for row in rows:
+            keys = tuple(row)
+            names = renamed.get(keys)
+            if names is None:
+                names = renamed[keys] = [columns.get(key, key) for key in keys]
+            values.append(dict(zip(names, row.values())))
+        if connection.dialect.name in ("mysql", "mariadb"):
+            # The driver sends an executemany INSERT as one statement: keep it within
+            # max_allowed_packet (other drivers send rows one by one).
+            for batch in batches_by_size(values, _row_bytes):
+                insert_rows(connection, table, batch)
+        else:
+            insert_rows(connection, table, values)
         edges = [{"task_name": r["name"], "depends_on": other} for r in rows
                  for other in dict.fromkeys(r.get("depends_on") or ())]
         if edges:
