@@ -16,6 +16,7 @@ from kombu import Exchange, Queue
 from test_admin import snapshot
 
 from celery_beatx import BeatAdmin, BeatxError, InvalidSchedule, TaskNotFound, every
+from celery_beatx.store.repository import COPY_ROWS
 
 UTC = timezone.utc
 HUGE = "x" * 20_000_000  # 20 MB
@@ -118,9 +119,10 @@ def test_celery_values_round_trip_through_the_admin_api(admin, clock):
     assert after.queue == "plain" and after.options == {"countdown": 1}
 
 
-def test_what_add_many_returns_is_what_get_reads_back(admin, clock):
+@pytest.mark.parametrize("copies", [1, COPY_ROWS // 4 + 1])  # statements; COPY on PostgreSQL
+def test_what_add_many_returns_is_what_get_reads_back(admin, clock, copies):
     # add_many builds its TaskInfos from the validated input, not from the rows read
-    # back: every kind of value must come out the same both ways.
+    # back: every kind of value must come out the same both ways, however it was written.
     when = datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
     specs = [
         {"name": "plain", "task": "t", "schedule": every(seconds=10)},
@@ -136,10 +138,15 @@ def test_what_add_many_returns_is_what_get_reads_back(admin, clock):
         {"name": "routed", "task": "t", "schedule": every(seconds=30),
          "queue": Queue("r", Exchange("e", type="direct"), routing_key="r.k")},
     ]
+    specs += [dict(spec, name=f"{spec['name']}-{k}", depends_on=[])
+              for k in range(1, copies) for spec in specs]
     infos = admin.add_many(specs)
     assert [i.name for i in infos] == [s["name"] for s in specs]
+    stored = {info.name: info for info in admin.list()}
+    assert len(stored) == len(specs)
     for info in infos:
-        assert admin.get(info.name) == info, info.name
+        assert stored[info.name] == info, info.name
+    assert admin.get("typed") == infos[2]
     assert infos[1].args == [1, "a", None] and infos[1].tags == ["x", "y"]
     assert infos[2].args == [when, Decimal("1.5"), [1, 2]] and infos[2].expires == when
 

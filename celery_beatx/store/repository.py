@@ -192,6 +192,10 @@ class _Processed:
         return out
 
 
+#: From this many rows on, :func:`insert_rows` uses ``COPY`` on PostgreSQL (psycopg 3).
+COPY_ROWS = 1000
+
+
 def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """``INSERT`` ``rows`` (dicts by column key, all with the same keys) in one executemany
     handed to the driver, each value through its column type's bind processor.
@@ -207,9 +211,18 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
     compiled = table.insert().compile(dialect=dialect, column_keys=keys)
     names = list(compiled.positiontup or ()) if dialect.positional \
         else list(compiled.bind_names.values())
+    # Columns the rows leave out that have a constant default get it, as Core would.
+    defaults: dict[str, Any] = {}
+    for name in names:
+        default = table.c[name].default if name not in rows[0] else None
+        if default is not None and default.is_scalar:
+            defaults[name] = default.arg
+    if defaults:
+        keys += list(defaults)
+        rows = [dict(row, **defaults) for row in rows]
     if set(names) != set(keys) or len(names) != len(keys) or \
             any(len(row) != len(keys) for row in rows):
-        # Uneven rows, or columns filled by defaults: Core's generic path sorts that out.
+        # Uneven rows, or defaults computed per row: Core's generic path sorts that out.
         connection.execute(table.insert(), list(rows))
         return
     order = names if dialect.positional else keys
@@ -218,7 +231,8 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
              .bind_processor(dialect) is None]
     processed = [(k, _Processed(table.c[k].type.dialect_impl(dialect).bind_processor(dialect)))
                  for k in order if k not in plain]
-    copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+    copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and \
+        len(rows) >= COPY_ROWS
     positional = dialect.positional or copy
     params: list[Any] = []
     for row in rows:
@@ -227,7 +241,9 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
             values[k] = process(row[k])
         params.append(tuple([values[k] for k in order]) if positional else values)
     if copy:
-        # PostgreSQL's COPY: one stream instead of a statement per row.
+        # PostgreSQL's COPY: one stream instead of a statement per row.  It goes to the
+        # driver's cursor directly, so SQLAlchemy's cursor events do not see it: only bulk
+        # inserts take it (beat's run rows, a batch at a time, stay statements).
         quote = dialect.identifier_preparer.quote
         sql = (f"COPY {quote(table.name)} ({', '.join(quote(table.c[k].name) for k in order)})"
                " FROM STDIN")
@@ -603,7 +619,7 @@ class Repository:
     def add_runs(self, session: Session, runs: Sequence[dict[str, Any]]) -> None:
         """Insert run rows (column dicts) with one executemany, bypassing the ORM."""
         if runs:
-            session.execute(Run.__table__.insert(), list(runs))
+            insert_rows(session.connection(), Run.__table__, runs)
 
     def run_statuses(self, session: Session, task_ids: Iterable[str]) -> dict[str, str]:
         """The status of each of ``task_ids`` that has a run row."""
