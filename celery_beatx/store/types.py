@@ -87,10 +87,12 @@ class Undecodable:
 
 def json_dumps(value: Any) -> str:
     """``json.dumps`` for JSON columns, without its cost for the empty lists and mappings
-    most tasks hold (a bulk insert writes ten JSON columns per row)."""
+    most tasks hold (a bulk insert writes ten JSON columns per row), and without the
+    spaces after ``,`` and ``:`` (a crontab's stored form is 14 bytes shorter; the
+    databases keep JSON text as written)."""
     if not value and (type(value) is list or type(value) is dict):
         return "[]" if type(value) is list else "{}"
-    return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
 
 
 def tolerant_json_loads(raw: str | bytes) -> Any:
