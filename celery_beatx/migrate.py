@@ -102,9 +102,18 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            with conn.begin():
-                if _current(conn) != head_revision() or revision != "head":
-                    command.upgrade(alembic_config(conn), revision)
+            # A migration that rebuilds a table (SQLite's way to alter a column) drops the
+            # old one: with foreign keys on, that deletes the rows referencing it (ON
+            # DELETE CASCADE).  They can only be turned off outside a transaction.
+            driver = conn.connection.dbapi_connection  # autocommit: SQLAlchemy would BEGIN
+            assert driver is not None
+            driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    if _current(conn) != head_revision() or revision != "head":
+                        command.upgrade(alembic_config(conn), revision)
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
             return _current(conn)
         with _migration_lock(conn):
             if conn.in_transaction():
