@@ -75,7 +75,7 @@ def test_a_stopped_instance_is_not_alive(admin):
 
 
 def test_overdue_tasks_count_unless_paused_blocked_or_within_grace(admin, clock):
-    beat_alive(admin)
+    beat_alive(admin, every_s=60.0)  # alive however slow the steps below
     admin.add("late", "t.l", every(60))
     admin.add("paused", "t.p", every(60))
     admin.add("blocked", "t.b", every(60))
@@ -98,7 +98,7 @@ def test_overdue_tasks_count_unless_paused_blocked_or_within_grace(admin, clock)
 
 
 def test_a_stuck_run_makes_it_unhealthy(admin, clock):
-    beat_alive(admin)
+    beat_alive(admin, every_s=60.0)
     admin.add("hung", "t.h", every(60), alerts=AlertConfig(stuck_seconds=30))
     with admin.repo.transaction() as session:
         db_now = admin.repo.db_now(session)
@@ -118,7 +118,7 @@ def test_a_stuck_run_makes_it_unhealthy(admin, clock):
 
 
 def test_invalid_tasks_open_alerts_and_missing_outcomes_are_warnings(admin, clock):
-    beat_alive(admin)
+    beat_alive(admin, every_s=60.0)
     admin.add("broken", "t.b", every(60))
     admin.add("gated", "t.g", every(60), overlap="skip")
     with admin.repo.transaction() as session:

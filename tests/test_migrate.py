@@ -122,3 +122,84 @@ def test_current_version_lives_on_the_row_and_survives_a_downgrade(empty_db):
     assert [v.version for v in admin.versions("two")] == [1, 2]
     admin.engine.dispose()
     engine.dispose()
+
+
+#: Two tasks as a 0006 release wrote them: empty values as JSON text and "".
+OLD_ROWS = """
+INSERT INTO beatx_tasks (name, task, schedule, args, kwargs, headers, options, enabled,
+    group_name, tags, source, description, depends_on, retry, alerts, calendar, jitter,
+    catchup, catchup_limit, overlap, version, total_run_count, revision, created_at,
+    updated_at)
+VALUES
+  ('plain', 't', '{"type": "interval", "seconds": 10.0}', '[]', '{}', '{}', '{}', TRUE,
+   NULL, '[]', 'api', '', '[]', 'null', 'null', 'null', 0, 'once', 100, 'allow', 1, 0, 1,
+   '2026-03-01 12:00:00', '2026-03-01 12:00:00'),
+  ('full', 't', '{"type": "interval", "seconds": 10.0}', '[1]', '{"a": 1}', '{"h": "v"}',
+   '{"countdown": 2}', TRUE, 'g', '["x"]', 'api', 'about', '["plain"]',
+   '{"max_retries": 2}', 'null', 'null', 0, 'once', 100, 'allow', 1, 0, 2,
+   '2026-03-01 12:00:00', '2026-03-01 12:00:00')
+"""
+EMPTY_COLUMNS = ("args", "kwargs", "headers", "options", "tags", "depends_on", "description",
+                 "retry", "alerts", "calendar")
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_0007_stores_empty_values_as_null_and_reads_them_back(empty_db):
+    """Rows written before 0007 keep their meaning after it (and after going back): their
+    empty values become NULL, read as the empty value; nothing else changes."""
+    from alembic import command
+
+    from celery_beatx import BeatAdmin
+
+    engine = make_engine(empty_db)
+    migrate.upgrade(engine, "0006")
+    with engine.begin() as conn:
+        conn.execute(sa.text(OLD_ROWS))
+        conn.execute(sa.text("INSERT INTO beatx_dependencies (task_name, depends_on) "
+                             "VALUES ('full', 'plain')"))
+    admin = BeatAdmin(url=empty_db, auto_migrate=False)
+    with pytest.raises(SchemaOutOfDate):
+        admin.list()
+    migrate.upgrade(engine)
+    nulls = ", ".join(f"{c} IS NULL" for c in EMPTY_COLUMNS)
+    with engine.connect() as conn:
+        stored = {name: row for name, *row in conn.execute(sa.text(
+            f"SELECT name, {nulls} FROM beatx_tasks"))}
+        edges = conn.execute(sa.text(
+            "SELECT task_name, depends_on FROM beatx_dependencies")).all()
+    assert [bool(v) for v in stored["plain"]] == [True] * len(EMPTY_COLUMNS)
+    assert [bool(v) for v in stored["full"]] == [False] * 7 + [False, True, True]
+    assert edges == [("full", "plain")]
+    admin = BeatAdmin(url=empty_db)
+    plain, full = admin.get("plain"), admin.get("full")
+    assert (plain.args, plain.kwargs, plain.headers, plain.options, plain.tags,
+            plain.depends_on, plain.description, plain.retry, plain.alerts,
+            plain.calendar) == ([], {}, {}, {}, [], [], "", None, None, None)
+    assert plain.invalid_reason is None and full.invalid_reason is None
+    assert (full.args, full.kwargs, full.headers, full.options, full.tags, full.depends_on,
+            full.description, full.retry["max_retries"], full.group) == (
+        [1], {"a": 1}, {"h": "v"}, {"countdown": 2}, ["x"], ["plain"], "about", 2, "g")
+    assert [v.version for v in admin.versions("plain")] == [1]  # not a definition change
+    # new tasks store their empty values as NULL too
+    admin.add("new", "t", plain.schedule)
+    admin.update("full", args=[], tags=[])
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(f"SELECT {nulls} FROM beatx_tasks WHERE name = 'new'")).one()
+        assert all(row)
+        assert conn.execute(sa.text(
+            "SELECT args IS NULL, tags IS NULL FROM beatx_tasks WHERE name = 'full'")).one() \
+            == (1, 1)
+    assert admin.get("full").args == [] and admin.versions("full")[-1].version == 2
+    admin.engine.dispose()
+    # back to 0006: the empty values are written out again, so an older release reads them
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrate.alembic_config(conn), "0006")
+    with engine.connect() as conn:
+        rows = {name: (args.strip(), tags.strip(), description)  # CHAR pads on PostgreSQL
+                for name, args, tags, description in
+                conn.execute(sa.text("SELECT name, CAST(args AS CHAR(20)), "
+                                     "CAST(tags AS CHAR(20)), description FROM beatx_tasks"))}
+        assert rows["plain"] == ("[]", "[]", "") and rows["new"] == ("[]", "[]", "")
+        assert conn.execute(sa.text(
+            "SELECT task_name, depends_on FROM beatx_dependencies")).all() == [("full", "plain")]
+    engine.dispose()

@@ -97,7 +97,8 @@ class StoredRow:
          self.total_run_count, self.catchup, self.catchup_limit, self.jitter, self.overlap,
          depends_on, calendar, self.invalid_reason) = values
         self.schedule, self.loaded, self.in_memory = load_schedule_text(schedule)
-        self.depends_on = [] if depends_on == "[]" else _json(depends_on)
+        # NULL: no dependencies (stored so since 0007); "[]": the same, written before
+        self.depends_on = [] if depends_on is None or depends_on == "[]" else _json(depends_on)
         self.calendar = None if calendar is None or calendar == "null" else _json(calendar)
 
 

@@ -22,11 +22,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..values import decode_expires, expires_tag
-from .types import DateTimeUTC
+from .types import DateTimeUTC, EmptyAsNull, EmptyTextAsNull
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -65,30 +66,38 @@ class Task(Base):
     """A scheduled task: its definition and its scheduling state."""
 
     __tablename__ = "beatx_tasks"
+    __table_args__ = (
+        # Only grouped tasks are in the group index (where the database can: not MySQL or
+        # MariaDB); lookups are by a group name, never for "no group".
+        Index("ix_beatx_tasks_group_name", "group_name",
+              postgresql_where=text("group_name IS NOT NULL"),
+              sqlite_where=text("group_name IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     task: Mapped[str] = mapped_column(String(NAME_LENGTH))
     schedule: Mapped[dict[str, Any]]
-    args: Mapped[list[Any]]
-    kwargs: Mapped[dict[str, Any]]
+    # Empty values are stored as NULL (see EmptyAsNull): most tasks leave these empty.
+    args: Mapped[list[Any]] = mapped_column(EmptyAsNull(list), nullable=True)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(EmptyAsNull(dict), nullable=True)
     queue: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     priority: Mapped[int | None]
     #: ``expires`` as seconds after each send; see :attr:`expires`.
     expires_seconds: Mapped[float | None] = mapped_column("expires", EXACT_FLOAT)
     #: ``expires`` as an absolute time; see :attr:`expires`.
     expires_at: Mapped[datetime | None]
-    headers: Mapped[dict[str, Any]]
-    options: Mapped[dict[str, Any]]
+    headers: Mapped[dict[str, Any]] = mapped_column(EmptyAsNull(dict), nullable=True)
+    options: Mapped[dict[str, Any]] = mapped_column(EmptyAsNull(dict), nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    group: Mapped[str | None] = mapped_column("group_name", String(NAME_LENGTH), index=True)
-    tags: Mapped[list[Any]]
+    group: Mapped[str | None] = mapped_column("group_name", String(NAME_LENGTH))
+    tags: Mapped[list[Any]] = mapped_column(EmptyAsNull(list), nullable=True)
     source: Mapped[str] = mapped_column(String(16), default="api")
-    description: Mapped[str] = mapped_column(Text, default="")
-    depends_on: Mapped[list[Any]]
-    retry: Mapped[dict[str, Any] | None]
-    alerts: Mapped[dict[str, Any] | None]
-    calendar: Mapped[dict[str, Any] | None]
+    description: Mapped[str] = mapped_column(EmptyTextAsNull, default="", nullable=True)
+    depends_on: Mapped[list[Any]] = mapped_column(EmptyAsNull(list), nullable=True)
+    retry: Mapped[dict[str, Any] | None] = mapped_column(EmptyAsNull())
+    alerts: Mapped[dict[str, Any] | None] = mapped_column(EmptyAsNull())
+    calendar: Mapped[dict[str, Any] | None] = mapped_column(EmptyAsNull())
     jitter: Mapped[float] = mapped_column(EXACT_FLOAT, default=0.0)
     catchup: Mapped[str] = mapped_column(String(8), default="once")
     catchup_limit: Mapped[int] = mapped_column(Integer, default=100)

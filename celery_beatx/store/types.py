@@ -1,4 +1,4 @@
-"""Column types: aware-UTC datetimes and portable JSON."""
+"""Column types: aware-UTC datetimes, portable JSON, and empty values stored as NULL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import JSON, DateTime, Text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -67,6 +67,43 @@ class DateTimeUTC(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+
+
+class EmptyAsNull(TypeDecorator[Any]):
+    """JSON whose empty value (``[]``, ``{}`` or ``None``, per column) is stored as SQL
+    ``NULL`` and read back as that value: most tasks leave most JSON fields empty, and
+    ``NULL`` takes no bytes in a row.  A JSON ``null`` or empty value written by an older
+    release reads the same."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, empty: type[list[Any]] | type[dict[str, Any]] | None = None) -> None:
+        super().__init__(none_as_null=True)
+        self.empty = empty
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None or (not value and type(value) is self.empty):
+            return None
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return self.empty() if self.empty is not None else None
+        return value
+
+
+class EmptyTextAsNull(TypeDecorator[str]):
+    """Text whose empty value is stored as SQL ``NULL`` and read back as ``""``."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value or None
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str:
+        return "" if value is None else value
 
 
 class Undecodable:

@@ -1,0 +1,95 @@
+"""Smaller task rows: empty values are SQL NULL; only grouped tasks are in the group index.
+
+- ``beatx_tasks``: ``args``, ``kwargs``, ``headers``, ``options``, ``tags``, ``depends_on``
+  and ``description`` may be NULL, which stands for their empty value (``[]``, ``{}``,
+  ``""``); ``retry``, ``alerts`` and ``calendar`` store "none" as SQL NULL instead of JSON
+  ``null``.  Existing empty values become NULL.  Most tasks leave most of these empty: on
+  PostgreSQL a row at version 1 is about 35 bytes smaller.
+- ``ix_beatx_tasks_group_name`` holds only tasks that have a group (PostgreSQL, SQLite;
+  MySQL and MariaDB have no partial indexes and keep the whole index).
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-03 14:30:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+#: Column -> its empty value as stored before (JSON text, or '' for description).
+EMPTY = {"args": "[]", "kwargs": "{}", "headers": "{}", "options": "{}", "tags": "[]",
+         "depends_on": "[]"}
+NONE_AS_JSON_NULL = ("retry", "alerts", "calendar")
+INDEX = "ix_beatx_tasks_group_name"
+TASKS = sa.table("beatx_tasks", *(sa.column(c) for c in (
+    *EMPTY, *NONE_AS_JSON_NULL, "description")))
+
+
+def _text(column: str) -> sa.ColumnElement[str]:
+    return sa.cast(sa.column(column, sa.JSON()), sa.Text())
+
+
+def _edges() -> list[tuple[str, str]]:
+    return [tuple(r) for r in op.get_bind().execute(sa.text(  # type: ignore[misc]
+        "SELECT task_name, depends_on FROM beatx_dependencies")).all()]
+
+
+def _restore_edges(edges: list[tuple[str, str]]) -> None:
+    """SQLite alters a column by rebuilding the table; if foreign keys are on (a migration
+    run inside a transaction cannot turn them off) dropping the old table cascades to
+    ``beatx_dependencies``.  Put back what that deleted."""
+    kept = set(_edges())
+    lost = [{"a": a, "b": b} for a, b in edges if (a, b) not in kept]
+    if lost:
+        op.get_bind().execute(sa.text("INSERT INTO beatx_dependencies (task_name, depends_on) "
+                                      "VALUES (:a, :b)"), lost)
+
+
+def _is_mysql() -> bool:
+    return op.get_bind().dialect.name in ("mysql", "mariadb")
+
+
+def upgrade() -> None:
+    edges = _edges()
+    with op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
+        for column in EMPTY:
+            batch_op.alter_column(column, existing_type=sa.JSON(), nullable=True)
+        batch_op.alter_column("description", existing_type=sa.Text(), nullable=True)
+        if not _is_mysql():
+            batch_op.drop_index(INDEX)
+            batch_op.create_index(INDEX, ["group_name"], unique=False,
+                                  postgresql_where=sa.text("group_name IS NOT NULL"),
+                                  sqlite_where=sa.text("group_name IS NOT NULL"))
+    _restore_edges(edges)
+    tasks = TASKS
+    for column, empty in EMPTY.items():
+        op.execute(tasks.update().where(_text(column) == empty).values({column: None}))
+    for column in NONE_AS_JSON_NULL:
+        op.execute(tasks.update().where(_text(column) == "null").values({column: None}))
+    op.execute(tasks.update().where(sa.column("description") == "")
+               .values(description=None))
+
+
+def downgrade() -> None:
+    tasks = TASKS
+    for column, empty in EMPTY.items():
+        op.execute(tasks.update().where(sa.column(column).is_(None))
+                   .values({column: sa.literal_column(f"'{empty}'")}))
+    op.execute(tasks.update().where(sa.column("description").is_(None)).values(description=""))
+    edges = _edges()
+    with op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
+        for column in EMPTY:
+            batch_op.alter_column(column, existing_type=sa.JSON(), nullable=False)
+        batch_op.alter_column("description", existing_type=sa.Text(), nullable=False)
+        if not _is_mysql():
+            batch_op.drop_index(INDEX)
+            batch_op.create_index(INDEX, ["group_name"], unique=False)
+    _restore_edges(edges)
+
