@@ -56,40 +56,34 @@ def _is_mysql() -> bool:
     return op.get_bind().dialect.name in ("mysql", "mariadb")
 
 
-def upgrade() -> None:
+def _alter(nullable: bool) -> None:
+    """The columns NULL-able or not, the group index partial or whole (one table rebuild
+    on SQLite, with its dependency edges kept)."""
     edges = _edges()
+    partial = {"postgresql_where": sa.text("group_name IS NOT NULL"),
+               "sqlite_where": sa.text("group_name IS NOT NULL")} if nullable else {}
     with op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
         for column in EMPTY:
-            batch_op.alter_column(column, existing_type=sa.JSON(), nullable=True)
-        batch_op.alter_column("description", existing_type=sa.Text(), nullable=True)
+            batch_op.alter_column(column, existing_type=sa.JSON(), nullable=nullable)
+        batch_op.alter_column("description", existing_type=sa.Text(), nullable=nullable)
         if not _is_mysql():
             batch_op.drop_index(INDEX)
-            batch_op.create_index(INDEX, ["group_name"], unique=False,
-                                  postgresql_where=sa.text("group_name IS NOT NULL"),
-                                  sqlite_where=sa.text("group_name IS NOT NULL"))
+            batch_op.create_index(INDEX, ["group_name"], unique=False, **partial)
     _restore_edges(edges)
-    tasks = TASKS
+
+
+def upgrade() -> None:
+    _alter(nullable=True)
     for column, empty in EMPTY.items():
-        op.execute(tasks.update().where(_text(column) == empty).values({column: None}))
+        op.execute(TASKS.update().where(_text(column) == empty).values({column: None}))
     for column in NONE_AS_JSON_NULL:
-        op.execute(tasks.update().where(_text(column) == "null").values({column: None}))
-    op.execute(tasks.update().where(sa.column("description") == "")
-               .values(description=None))
+        op.execute(TASKS.update().where(_text(column) == "null").values({column: None}))
+    op.execute(TASKS.update().where(sa.column("description") == "").values(description=None))
 
 
 def downgrade() -> None:
-    tasks = TASKS
     for column, empty in EMPTY.items():
-        op.execute(tasks.update().where(sa.column(column).is_(None))
+        op.execute(TASKS.update().where(sa.column(column).is_(None))
                    .values({column: sa.literal_column(f"'{empty}'")}))
-    op.execute(tasks.update().where(sa.column("description").is_(None)).values(description=""))
-    edges = _edges()
-    with op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
-        for column in EMPTY:
-            batch_op.alter_column(column, existing_type=sa.JSON(), nullable=False)
-        batch_op.alter_column("description", existing_type=sa.Text(), nullable=False)
-        if not _is_mysql():
-            batch_op.drop_index(INDEX)
-            batch_op.create_index(INDEX, ["group_name"], unique=False)
-    _restore_edges(edges)
-
+    op.execute(TASKS.update().where(sa.column("description").is_(None)).values(description=""))
+    _alter(nullable=False)
