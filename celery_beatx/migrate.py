@@ -107,13 +107,15 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
             # DELETE CASCADE).  They can only be turned off outside a transaction.
             driver = conn.connection.dbapi_connection  # autocommit: SQLAlchemy would BEGIN
             assert driver is not None
+            enforced = driver.execute("PRAGMA foreign_keys").fetchone()[0]
             driver.execute("PRAGMA foreign_keys=OFF")
             try:
                 with conn.begin():
                     if _current(conn) != head_revision() or revision != "head":
                         command.upgrade(alembic_config(conn), revision)
             finally:
-                driver.execute("PRAGMA foreign_keys=ON")
+                with contextlib.suppress(Exception):  # never hide the migration's error
+                    driver.execute(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
             return _current(conn)
         with _migration_lock(conn):
             if conn.in_transaction():

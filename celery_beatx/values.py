@@ -75,7 +75,10 @@ def number(value: Any, field: str, *, minimum: float = 0.0, strict: bool = False
 
 
 def _text(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to show (Python's digit limit)
+        text = f"<{type(value).__name__} that cannot be shown>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -136,12 +139,22 @@ def _flat(value: Any) -> Any:
         return _NOT_TRIVIAL
     if len(value) > _FLAT_MAX:
         return _NOT_TRIVIAL
+    text = sum(len(key) for key in value) if kind is dict else 0
     for item in items:
         k = type(item)
-        if not (item is None or k is bool or k is int
-                or (k is str and len(item) < _SHORT_TEXT)):
+        if k is str:
+            text += len(item)
+        elif not (item is None or k is bool or (k is int and -_INT_MAX <= item < _INT_MAX)):
             return _NOT_TRIVIAL
+    if text * _CHAR_MAX_BYTES > JSON_FIELD_MAX // 2:
+        return _NOT_TRIVIAL  # could be near the size limit: measure it
     return dict(value) if kind is dict else list(value)
+
+
+#: Integers beyond 64 bits take the JSON round trip (which refuses the huge ones).
+_INT_MAX = 2**63
+#: The most bytes one character can take as JSON (a surrogate pair: ``\ud83d\ude00``).
+_CHAR_MAX_BYTES = 12
 
 
 def plain_json(value: Any, field: str) -> Any:

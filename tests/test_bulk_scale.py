@@ -54,3 +54,21 @@ def test_add_many_then_remove_many_leaves_the_database_as_it_was(admin, db_url, 
     assert removed == size
     assert snapshot(db_url) == before
     assert [t.name for t in admin.list()] == ["keeper", "upstream"]
+
+
+@pytest.mark.parametrize("count", [3, 1500])  # statements; COPY on PostgreSQL
+def test_a_bulk_insert_that_breaks_a_constraint_raises_sqlalchemy_integrity_error(
+        admin, count):
+    # Callers (add_many's race with another writer, the retry of aborted writes) handle
+    # SQLAlchemy's errors: a bulk insert must raise those, whichever way it wrote.
+    from celery_beatx.store.models import Dependency
+    from celery_beatx.store.repository import insert_rows
+
+    admin.add("up", "t.up", every(seconds=60))
+    rows = [{"task_name": "up", "depends_on": f"d{i}"} for i in range(count)]
+    rows[-1] = rows[0]  # the same edge twice: its primary key is taken
+    with pytest.raises(sa.exc.IntegrityError):
+        with admin.repo.transaction() as session:
+            insert_rows(session.connection(), Dependency.__table__, rows)
+    with admin.repo.transaction(readonly=True) as session:
+        assert session.execute(sa.select(sa.func.count()).select_from(Dependency)).scalar() == 0

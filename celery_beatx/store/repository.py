@@ -30,7 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import (
@@ -180,16 +180,20 @@ class _Processed:
             if value:
                 return self.process(value) if self.process is not None else value
             key: Any = (kind, 0)
+        elif kind in _MEMO_KINDS or (kind is datetime and value.tzinfo is UTC):
+            # Only values whose equality means "stored alike": not floats (-0.0 == 0.0),
+            # tuples ((1,) == (True,)) or times in a zone (equal across a DST fold).
+            key = (kind, value)
         else:
-            try:
-                key = (kind, value)
-                return self.memo[key]
-            except KeyError:
-                pass
-            except TypeError:  # not hashable
-                return self.process(value) if self.process is not None else value
-        out = self.memo[key] = self.process(value) if self.process is not None else value
-        return out
+            return self.process(value) if self.process is not None else value
+        try:
+            return self.memo[key]
+        except KeyError:
+            out = self.memo[key] = self.process(value) if self.process is not None else value
+            return out
+
+
+_MEMO_KINDS = (type(None), str, int, bool)
 
 
 #: From this many rows on, :func:`insert_rows` uses ``COPY`` on PostgreSQL (psycopg 3).
@@ -252,6 +256,15 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
             with cursor.copy(sql) as stream:
                 for values in params:
                     stream.write_row(values)
+        except dialect.loaded_dbapi.Error as exc:
+            # As SQLAlchemy raises a driver's error everywhere else (IntegrityError for a
+            # duplicate name, OperationalError for a lost connection...), so callers that
+            # handle those handle this too.
+            lost = dialect.is_disconnect(exc, None, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=lost, dialect=dialect) from exc
         finally:
             cursor.close()
         return

@@ -78,7 +78,9 @@ def upgrade() -> None:
         op.execute(TASKS.update().where(_text(column) == empty).values({column: None}))
     for column in NONE_AS_JSON_NULL:
         op.execute(TASKS.update().where(_text(column) == "null").values({column: None}))
-    op.execute(TASKS.update().where(sa.column("description") == "").values(description=None))
+    # By length: MySQL/MariaDB's default collations compare '   ' equal to ''.
+    op.execute(TASKS.update().where(sa.func.length(sa.column("description")) == 0)
+               .values(description=None))
 
 
 def downgrade() -> None:
