@@ -1013,6 +1013,9 @@ class Scheduler(beat.Scheduler):
             chores.append(leadership.wait())
         if sending:
             chores.append(self.beatx.sync_interval - (time.monotonic() - self._last_poll))
+            # Outcomes (failures to retry, buffered runs) are read at the same pace; without
+            # its own wake-up a read that just missed its time waits a whole extra sleep.
+            chores.append(self.beatx.sync_interval - (time.monotonic() - self._last_followup))
         blocked = False
         for outage in (self.db, self.broker):
             if outage.down:

@@ -366,3 +366,19 @@ def test_history_is_pruned_to_beatx_history_keep(app, db_url, clock, queue_name)
                     datetime(2026, 3, 1, 12, 1, s - 60, tzinfo=UTC) for s in (70, 60, 50, 40)]
     assert admin.get("job").total_run_count == 7
     assert len(drain(queue_name)) == 7
+
+
+def test_the_sleep_ends_when_outcomes_are_next_read(app, db_url, clock):
+    # Failures are read (and retries scheduled) every sync interval: a sleep that ignored
+    # that read's time could leave a failed run waiting one more whole interval.
+    import time
+
+    BeatAdmin(url=db_url, clock=clock).add("hourly", "proj.h", every(hours=1))
+    beat = make(app, clock)
+    beat.tick()
+    beat._last_poll = time.monotonic()
+    beat._last_followup = time.monotonic() - 0.75  # its next read is due in 0.25 s
+    assert beat._wait() <= 0.3
+    beat._last_followup = time.monotonic()
+    assert beat._wait() > 0.5  # nothing else is due within the interval
+    beat.close()
