@@ -793,6 +793,7 @@ class Scheduler(beat.Scheduler):
             # Closed by the shutdown signal handler while a driver swallowed its SystemExit.
             raise SystemExit()
         self._checked = {}
+        started = time.monotonic()
         leadership, dispatcher = self.leadership, self.dispatcher
         assert leadership is not None and dispatcher is not None
         self._check_clock()
@@ -840,9 +841,11 @@ class Scheduler(beat.Scheduler):
             self._runs_seen = self.feed.runs_counter
             self._recover()
         now = self.clock()
-        if time.monotonic() - self._last_followup >= interval or \
-                self.followups.retry_due(now):
-            self._last_followup = time.monotonic()
+        # Outcomes (failures to retry, buffered runs) are read at the pace of the change
+        # poll, timed from the tick's start like it: stamped after the poll, a read would
+        # just miss its time at the next wake-up and wait a whole extra sleep.
+        if started - self._last_followup >= interval or self.followups.retry_due(now):
+            self._last_followup = started
             with signals_deferred():
                 self.followups.run(now)
         self._watch(now, interval)
@@ -1013,9 +1016,6 @@ class Scheduler(beat.Scheduler):
             chores.append(leadership.wait())
         if sending:
             chores.append(self.beatx.sync_interval - (time.monotonic() - self._last_poll))
-            # Outcomes (failures to retry, buffered runs) are read at the same pace; without
-            # its own wake-up a read that just missed its time waits a whole extra sleep.
-            chores.append(self.beatx.sync_interval - (time.monotonic() - self._last_followup))
         blocked = False
         for outage in (self.db, self.broker):
             if outage.down:

@@ -368,17 +368,26 @@ def test_history_is_pruned_to_beatx_history_keep(app, db_url, clock, queue_name)
     assert len(drain(queue_name)) == 7
 
 
-def test_the_sleep_ends_when_outcomes_are_next_read(app, db_url, clock):
-    # Failures are read (and retries scheduled) every sync interval: a sleep that ignored
-    # that read's time could leave a failed run waiting one more whole interval.
+def test_outcomes_are_read_at_every_wake_up_for_the_change_poll(app, db_url, clock):
+    # Failures are read (and retries scheduled) at the pace of the change poll, each
+    # time beat wakes up when idle: a failed run waits at most one interval to be seen.
     import time
 
     BeatAdmin(url=db_url, clock=clock).add("hourly", "proj.h", every(hours=1))
     beat = make(app, clock)
     beat.tick()
-    beat._last_poll = time.monotonic()
-    beat._last_followup = time.monotonic() - 0.75  # its next read is due in 0.25 s
-    assert beat._wait() <= 0.3
-    beat._last_followup = time.monotonic()
-    assert beat._wait() > 0.5  # nothing else is due within the interval
+    reads = []
+    followups = beat.followups
+
+    def read(now: datetime) -> None:  # reads nothing, as when no run has failed
+        reads.append(now)
+        followups._loaded, followups.next_retry_at = True, None
+
+    followups.run = read  # type: ignore[method-assign]
+    wait = beat.tick()
+    for _ in range(3):
+        assert 0.5 < wait <= 1.0  # idle: sleep until the next poll
+        time.sleep(wait)  # what celery beat's loop does
+        wait = beat.tick()
+    assert len(reads) == 3  # one at each wake-up
     beat.close()
