@@ -203,3 +203,49 @@ def test_0007_stores_empty_values_as_null_and_reads_them_back(empty_db):
         assert conn.execute(sa.text(
             "SELECT task_name, depends_on FROM beatx_dependencies")).all() == [("full", "plain")]
     engine.dispose()
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_0008_the_name_is_the_key_both_ways(empty_db):
+    """Without the surrogate id a name stays unique and its dependency edges keep
+    cascading; going back numbers the tasks again."""
+    from alembic import command
+
+    from celery_beatx import BeatAdmin, every
+
+    engine = make_engine(empty_db)
+    migrate.upgrade(engine)
+    admin = BeatAdmin(url=empty_db)
+    admin.add("up", "t", every(seconds=10))
+    admin.add("down", "t", every(seconds=10), depends_on=["up"])
+    admin.add("other", "t", every(seconds=10), depends_on=["up"])
+    admin.engine.dispose()
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("beatx_tasks")}
+    assert "id" not in columns
+    assert sa.inspect(engine).get_pk_constraint("beatx_tasks")["constrained_columns"] == ["name"]
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrate.alembic_config(conn), "0007")
+    with engine.connect() as conn:
+        ids = [i for (i,) in conn.execute(sa.text("SELECT id FROM beatx_tasks"))]
+        edges = conn.execute(sa.text("SELECT task_name, depends_on FROM beatx_dependencies "
+                                     "ORDER BY task_name")).all()
+    assert len(set(ids)) == 3 and None not in ids
+    assert edges == [("down", "up"), ("other", "up")]
+    migrate.upgrade(engine)
+    admin = BeatAdmin(url=empty_db)
+    with pytest.raises(Exception, match="exists"):
+        admin.add("up", "t", every(seconds=10))
+    admin.remove("other")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT task_name, depends_on FROM beatx_dependencies")).all() == [("down", "up")]
+    with engine.connect() as conn:
+        with pytest.raises(sa.exc.IntegrityError), conn.begin():
+            conn.execute(sa.text("INSERT INTO beatx_tasks (name, task, schedule, enabled, "
+                                 "source, jitter, catchup, catchup_limit, overlap, version, "
+                                 "total_run_count, revision, created_at, updated_at) "
+                                 "SELECT name, task, schedule, enabled, source, jitter, catchup, "
+                                 "catchup_limit, overlap, version, total_run_count, revision, "
+                                 "created_at, updated_at FROM beatx_tasks WHERE name = 'up'"))
+    admin.engine.dispose()
+    engine.dispose()

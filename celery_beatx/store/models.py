@@ -74,8 +74,8 @@ class Task(Base):
               sqlite_where=text("group_name IS NOT NULL")),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    #: The key everything refers to a task by (there is no surrogate id: 0008).
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     task: Mapped[str] = mapped_column(String(NAME_LENGTH))
     schedule: Mapped[dict[str, Any]]
     # Empty values are stored as NULL (see EmptyAsNull): most tasks leave these empty.
