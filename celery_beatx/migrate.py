@@ -93,6 +93,22 @@ def _migration_lock(conn: Connection) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def dependency_edges_kept(bind: Connection) -> Iterator[None]:
+    """For a migration step that rebuilds ``beatx_tasks`` (SQLite alters a table that way):
+    dropping the old table cascades to ``beatx_dependencies`` when foreign keys are on,
+    which a migration run inside a transaction cannot turn off (:func:`upgrade` turns them
+    off around its own).  Whatever edges the step deleted are put back afterwards."""
+    query = text("SELECT task_name, depends_on FROM beatx_dependencies")
+    edges = [tuple(row) for row in bind.execute(query)]
+    yield
+    kept = {tuple(row) for row in bind.execute(query)}
+    lost = [{"a": a, "b": b} for a, b in edges if (a, b) not in kept]
+    if lost:
+        bind.execute(text("INSERT INTO beatx_dependencies (task_name, depends_on) "
+                          "VALUES (:a, :b)"), lost)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade the schema to ``revision`` (default: head); return the new revision.
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import celery_beatx.store.types
+from celery_beatx.migrate import dependency_edges_kept
 
 revision = "0006"
 down_revision = "0005"
@@ -52,17 +53,7 @@ def downgrade() -> None:
                 created_at=row.version_at or row.created_at, created_by=row.version_by,
                 comment=row.version_comment or ""))
     session.flush()
-    # On SQLite dropping a column rebuilds the table: with foreign keys on (inside a
-    # transaction they cannot be turned off), dropping the old table deletes every
-    # dependency edge through ON DELETE CASCADE.  Keep them and put them back.
-    edges = session.execute(sa.text(
-        "SELECT task_name, depends_on FROM beatx_dependencies")).all()
-    with op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
+    with dependency_edges_kept(op.get_bind()), \
+            op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
         for column in ("version_comment", "version_by", "version_at"):
             batch_op.drop_column(column)
-    kept = set(session.execute(sa.text(
-        "SELECT task_name, depends_on FROM beatx_dependencies")).all())
-    lost = [{"a": a, "b": b} for a, b in edges if (a, b) not in kept]
-    if lost:
-        session.execute(sa.text("INSERT INTO beatx_dependencies (task_name, depends_on) "
-                                "VALUES (:a, :b)"), lost)

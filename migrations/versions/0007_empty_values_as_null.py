@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from celery_beatx.migrate import dependency_edges_kept
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -36,40 +38,23 @@ def _text(column: str) -> sa.ColumnElement[str]:
     return sa.cast(sa.column(column, sa.JSON()), sa.Text())
 
 
-def _edges() -> list[tuple[str, str]]:
-    return [tuple(r) for r in op.get_bind().execute(sa.text(  # type: ignore[misc]
-        "SELECT task_name, depends_on FROM beatx_dependencies")).all()]
-
-
-def _restore_edges(edges: list[tuple[str, str]]) -> None:
-    """SQLite alters a column by rebuilding the table; if foreign keys are on (a migration
-    run inside a transaction cannot turn them off) dropping the old table cascades to
-    ``beatx_dependencies``.  Put back what that deleted."""
-    kept = set(_edges())
-    lost = [{"a": a, "b": b} for a, b in edges if (a, b) not in kept]
-    if lost:
-        op.get_bind().execute(sa.text("INSERT INTO beatx_dependencies (task_name, depends_on) "
-                                      "VALUES (:a, :b)"), lost)
-
-
 def _is_mysql() -> bool:
     return op.get_bind().dialect.name in ("mysql", "mariadb")
 
 
 def _alter(nullable: bool) -> None:
     """The columns NULL-able or not, the group index partial or whole (one table rebuild
-    on SQLite, with its dependency edges kept)."""
-    edges = _edges()
+    on SQLite)."""
     partial = {"postgresql_where": sa.text("group_name IS NOT NULL"),
                "sqlite_where": sa.text("group_name IS NOT NULL")} if nullable else {}
-    with op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
+    with dependency_edges_kept(op.get_bind()), \
+            op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
         for column in EMPTY:
             batch_op.alter_column(column, existing_type=sa.JSON(), nullable=nullable)
         batch_op.alter_column("description", existing_type=sa.Text(), nullable=nullable)
         if not _is_mysql():
             batch_op.drop_index(INDEX)
             batch_op.create_index(INDEX, ["group_name"], unique=False, **partial)
-    _restore_edges(edges)
 
 
 def upgrade() -> None:

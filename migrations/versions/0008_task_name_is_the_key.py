@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from celery_beatx.migrate import dependency_edges_kept
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -25,22 +27,6 @@ PK = "pk_beatx_tasks"
 UQ = "uq_beatx_tasks_name"
 
 
-def _edges() -> list[tuple[str, str]]:
-    return [tuple(r) for r in op.get_bind().execute(sa.text(  # type: ignore[misc]
-        "SELECT task_name, depends_on FROM beatx_dependencies")).all()]
-
-
-def _restore_edges(edges: list[tuple[str, str]]) -> None:
-    """SQLite rebuilds the table; if foreign keys are on (a migration run inside a
-    transaction cannot turn them off) dropping the old one cascades to
-    ``beatx_dependencies``.  Put back what that deleted."""
-    kept = set(_edges())
-    lost = [{"a": a, "b": b} for a, b in edges if (a, b) not in kept]
-    if lost:
-        op.get_bind().execute(sa.text("INSERT INTO beatx_dependencies (task_name, depends_on) "
-                                      "VALUES (:a, :b)"), lost)
-
-
 def _dialect() -> str:
     return op.get_bind().dialect.name
 
@@ -48,12 +34,11 @@ def _dialect() -> str:
 def upgrade() -> None:
     dialect = _dialect()
     if dialect == "sqlite":
-        edges = _edges()
-        with op.batch_alter_table("beatx_tasks", recreate="always") as batch_op:
+        with dependency_edges_kept(op.get_bind()), \
+                op.batch_alter_table("beatx_tasks", recreate="always") as batch_op:
             batch_op.drop_constraint(UQ, type_="unique")
             batch_op.drop_column("id")
             batch_op.create_primary_key(PK, ["name"])
-        _restore_edges(edges)
         return
     op.drop_constraint(FK, "beatx_dependencies", type_="foreignkey")
     if dialect in ("mysql", "mariadb"):
@@ -72,18 +57,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = _dialect()
     if dialect == "sqlite":
-        edges = _edges()
-        with op.batch_alter_table("beatx_tasks", recreate="always") as batch_op:
-            batch_op.drop_constraint(PK, type_="primary")
-            batch_op.add_column(sa.Column("id", sa.Integer(), nullable=True))
-            batch_op.create_unique_constraint(UQ, ["name"])
-        # SQLite numbers the rows (rowid) when the table is rebuilt with an INTEGER
-        # PRIMARY KEY; here the column comes back plain, then becomes that key.
-        op.execute("UPDATE beatx_tasks SET id = rowid")
-        with op.batch_alter_table("beatx_tasks", recreate="always") as batch_op:
-            batch_op.alter_column("id", existing_type=sa.Integer(), nullable=False)
-            batch_op.create_primary_key(PK, ["id"])
-        _restore_edges(edges)
+        with dependency_edges_kept(op.get_bind()):
+            with op.batch_alter_table("beatx_tasks", recreate="always") as batch_op:
+                batch_op.drop_constraint(PK, type_="primary")
+                batch_op.add_column(sa.Column("id", sa.Integer(), nullable=True))
+                batch_op.create_unique_constraint(UQ, ["name"])
+            # The column comes back plain, numbered like the rows, then becomes the key.
+            op.execute("UPDATE beatx_tasks SET id = rowid")
+            with op.batch_alter_table("beatx_tasks", recreate="always") as batch_op:
+                batch_op.alter_column("id", existing_type=sa.Integer(), nullable=False)
+                batch_op.create_primary_key(PK, ["id"])
         return
     op.drop_constraint(FK, "beatx_dependencies", type_="foreignkey")
     if dialect in ("mysql", "mariadb"):
