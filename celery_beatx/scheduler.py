@@ -844,8 +844,10 @@ class Scheduler(beat.Scheduler):
         # Outcomes (failures to retry, buffered runs) are read at the pace of the change
         # poll, timed from the tick's start like it: stamped after the poll, a read would
         # just miss its time at the next wake-up and wait a whole extra sleep.
-        if started - self._last_followup >= interval or self.followups.retry_due(now):
-            self._last_followup = started
+        paced = started - self._last_followup >= interval
+        if paced or self.followups.retry_due(now):
+            if paced:  # a read for a due retry keeps the pace where it was
+                self._last_followup = started
             with signals_deferred():
                 self.followups.run(now)
         self._watch(now, interval)

@@ -390,4 +390,12 @@ def test_outcomes_are_read_at_every_wake_up_for_the_change_poll(app, db_url, clo
         time.sleep(wait)  # what celery beat's loop does
         wait = beat.tick()
     assert len(reads) == 3  # one at each wake-up
+    # A retry due in between is read at once, and the pace does not move with it.
+    time.sleep(wait / 2)
+    followups.next_retry_at = clock()
+    wait = beat.tick()
+    assert len(reads) == 4
+    time.sleep(wait)
+    beat.tick()
+    assert len(reads) == 5
     beat.close()
