@@ -27,6 +27,15 @@ PK = "pk_beatx_tasks"
 UQ = "uq_beatx_tasks_name"
 
 
+def _drop_foreign_key() -> None:
+    """Drop the edges' foreign key, if it is there: MySQL and MariaDB commit each DDL
+    statement, so a run that failed after dropping it is run again without it."""
+    names = {fk["name"] for fk in sa.inspect(op.get_bind()).get_foreign_keys(
+        "beatx_dependencies")}
+    if FK in names:
+        op.drop_constraint(FK, "beatx_dependencies", type_="foreignkey")
+
+
 def _dialect() -> str:
     return op.get_bind().dialect.name
 
@@ -40,7 +49,7 @@ def upgrade() -> None:
             batch_op.drop_column("id")
             batch_op.create_primary_key(PK, ["name"])
         return
-    op.drop_constraint(FK, "beatx_dependencies", type_="foreignkey")
+    _drop_foreign_key()
     if dialect in ("mysql", "mariadb"):
         # The AUTO_INCREMENT column must lose its key in the statement that drops it.
         op.execute(f"ALTER TABLE beatx_tasks DROP PRIMARY KEY, DROP COLUMN id, "
@@ -68,7 +77,7 @@ def downgrade() -> None:
                 batch_op.alter_column("id", existing_type=sa.Integer(), nullable=False)
                 batch_op.create_primary_key(PK, ["id"])
         return
-    op.drop_constraint(FK, "beatx_dependencies", type_="foreignkey")
+    _drop_foreign_key()
     if dialect in ("mysql", "mariadb"):
         op.execute(f"ALTER TABLE beatx_tasks DROP PRIMARY KEY, "
                    f"ADD COLUMN id INTEGER NOT NULL AUTO_INCREMENT FIRST, "
