@@ -170,7 +170,7 @@ class _Processed:
 
     __slots__ = ("process", "memo")
 
-    def __init__(self, process: Callable[[Any], Any] | None) -> None:
+    def __init__(self, process: Callable[[Any], Any]) -> None:
         self.process = process
         self.memo: dict[Any, Any] = {}
 
@@ -178,18 +178,18 @@ class _Processed:
         kind = type(value)
         if kind is list or kind is dict:
             if value:
-                return self.process(value) if self.process is not None else value
+                return self.process(value)
             key: Any = (kind, 0)
         elif kind in _MEMO_KINDS or (kind is datetime and value.tzinfo is UTC):
             # Only values whose equality means "stored alike": not floats (-0.0 == 0.0),
             # tuples ((1,) == (True,)) or times in a zone (equal across a DST fold).
             key = (kind, value)
         else:
-            return self.process(value) if self.process is not None else value
+            return self.process(value)
         try:
             return self.memo[key]
         except KeyError:
-            out = self.memo[key] = self.process(value) if self.process is not None else value
+            out = self.memo[key] = self.process(value)
             return out
 
 
@@ -230,11 +230,12 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
         connection.execute(table.insert(), list(rows))
         return
     order = names if dialect.positional else keys
+    binders = {k: table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+               for k in order}
     # Columns whose type has no bind processor pass their values as they are.
-    plain = [k for k in order if table.c[k].type.dialect_impl(dialect)
-             .bind_processor(dialect) is None]
-    processed = [(k, _Processed(table.c[k].type.dialect_impl(dialect).bind_processor(dialect)))
-                 for k in order if k not in plain]
+    plain = [k for k in order if binders[k] is None]
+    processed = [(k, _Processed(binder)) for k, binder in binders.items()
+                 if binder is not None]
     copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and \
         len(rows) >= COPY_ROWS
     positional = dialect.positional or copy
