@@ -18,8 +18,9 @@ __all__ = ["gc_paused"]
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Disable the cyclic collector for the block; enable it again afterwards only if it
-    was enabled before (an application that turned it off keeps it off)."""
+    """Disable the cyclic collector for the block (or, as ``@gc_paused()``, the decorated
+    call); enable it again afterwards only if it was enabled before (an application that
+    turned it off keeps it off)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

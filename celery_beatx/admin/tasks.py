@@ -55,12 +55,9 @@ class TasksMixin(AdminBase):
         return self.add_many([dict(fields, name=name, task=task, schedule=schedule,
                                    enabled=enabled, source=source)])[0]
 
+    @gc_paused()  # the specs, rows and TaskInfos built here all stay alive
     def add_many(self, specs: Iterable[Mapping[str, Any]]) -> list[TaskInfo]:
         """Add several tasks in one transaction: all are added or none is."""
-        with gc_paused():  # the specs, rows and TaskInfos built here all stay alive
-            return self._add_many(specs)
-
-    def _add_many(self, specs: Iterable[Mapping[str, Any]]) -> list[TaskInfo]:
         prepared: list[tuple[dict[str, Any], str]] = []
         seen: set[str] = set()
         now = self._now()

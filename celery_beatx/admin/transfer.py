@@ -50,6 +50,7 @@ class TransferMixin(AdminBase):
         return json.dumps({"format": EXPORT_FORMAT, "exported_at": _iso(self._now()),
                            "tasks": tasks}, indent=2, sort_keys=True, default=repr)
 
+    @gc_paused()  # the document, specs and rows built here all stay alive
     def import_state(self, document: str | Mapping[str, Any], mode: str = "merge") -> int:
         """Load an :meth:`export_state` document; returns how many tasks were written.
 
@@ -59,10 +60,6 @@ class TransferMixin(AdminBase):
         """
         if mode not in ("merge", "replace"):
             raise InvalidSchedule(f"mode {mode!r} is not 'merge' or 'replace'", "mode")
-        with gc_paused():  # the document, specs and rows built here all stay alive
-            return self._import_state(document, mode)
-
-    def _import_state(self, document: str | Mapping[str, Any], mode: str) -> int:
         doc = _parse_document(document)
         prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
         seen: set[str] = set()

@@ -177,12 +177,9 @@ class Feed:
 
     # -- reading ---------------------------------------------------------------------------
 
+    @gc_paused()  # 100,000 slots that all stay alive
     def load_all(self) -> int:
         """Replace every slot with the enabled tasks in the database."""
-        with gc_paused():  # 100,000 slots that all stay alive
-            return self._load_all()
-
-    def _load_all(self) -> int:
         marks: dict[str, str | None] = {}
         with self.repo.transaction(readonly=True) as session:
             # Read the revision first: a change committed while we load is seen again by
