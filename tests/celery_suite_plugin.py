@@ -51,6 +51,21 @@ def _beatx_fresh_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("BEATX_DATABASE_URL", f"sqlite:///{tmp_path / 'beatx.sqlite3'}")
 
 
+#: The change-poll interval the suite runs with (the default is 1 s). Several of Celery's
+#: tests compare what ``tick()`` returns with ``max_interval`` (which celery-beatx caps at
+#: the sync interval). A change poll due sooner than 70 % of ``max_interval`` rightly cuts
+#: that sleep short, so with 1 s a first tick slowed past 0.3 s by a loaded machine returned
+#: the time to the poll instead (seen in CI: 0.69 for ``test_schedule_no_remain``; under six
+#: busy loops, 0.62 for ``test_honors_max_interval``). At 5 s
+#: the first tick would have to take 1.5 s.
+SUITE_SYNC_INTERVAL = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _beatx_suite_sync_interval(celery_app: Any) -> None:
+    celery_app.conf.beatx_sync_interval = SUITE_SYNC_INTERVAL
+
+
 def _record(nodeid: str, outcome: str, when: str, text: str) -> None:
     previous = _OUTCOMES.get(nodeid)
     # The first phase that did not pass decides (a teardown error after a failure adds
