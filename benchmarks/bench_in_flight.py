@@ -87,8 +87,8 @@ def run_once(db: str, due: int, window: int, tmp: str) -> dict[str, float]:
         start = time.perf_counter()
         while True:
             beat.tick()
-            if not beat._heap_slots.pop_due(clock.now.timestamp(), 1) and \
-                    not beat.dispatcher.unsent:
+            nxt = beat._heap_slots.next_fire()
+            if (nxt is None or nxt > clock.now.timestamp()) and not beat.dispatcher.unsent:
                 break
         elapsed = time.perf_counter() - start
         beat.close()

@@ -91,6 +91,9 @@ _TICK = timedelta(microseconds=1)
 _EARLY = timedelta(milliseconds=10)
 
 _MISSING = object()
+#: Transport operations per message a publish batch is sized for (on Redis one ``LPUSH``,
+#: and one ``PEXPIRE`` per priority step for a queue with ``x-expires``).
+BATCH_OPERATIONS = 16
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -127,6 +130,24 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _TransportBatch:
+    """An open ``Producer.batch()`` context of kombu, as the dispatcher's
+    :class:`~celery_beatx.beat.dispatch.PublishBatch`."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        context.__enter__()
+
+    def flush(self) -> None:
+        self._context.flush()
+
+    def close(self, error: BaseException | None = None) -> None:
+        if error is None:
+            self._context.__exit__(None, None, None)
+        else:
+            self._context.__exit__(type(error), error, error.__traceback__)
 
 
 class Entry(beat.ScheduleEntry):
@@ -402,7 +423,7 @@ class Scheduler(beat.Scheduler):
             grace=max(5.0, 2 * self.beatx.sync_interval),
             starting_deadline=float(deadline) if deadline is not None else None,
             history_keep=self.beatx.history_keep, memory_entry=self._memory.get,
-            closing=lambda: self._closing)
+            closing=lambda: self._closing, open_batch=self._publish_batch)
         self.followups = Followups(
             self.repo, self.leadership, queue=self.dispatcher.unsent.append, db=self.db,
             logger=logger, instance_id=self.beatx.instance_id, clock=self.clock)
@@ -1131,6 +1152,27 @@ class Scheduler(beat.Scheduler):
                 return BROKER_DOWN, outcome
             return FAILED, f"{type(outcome).__name__}: {outcome}"
         return SENT, None
+
+    def _publish_batch(self, size: int) -> _TransportBatch | None:
+        """A transport batch for the next ``size`` publishes, or ``None``.
+
+        kombu's ``Producer.batch`` (kombu 5.7) buffers the messages that Celery's chain
+        publishes through :attr:`producer` and sends them together: on Redis one pipeline
+        instead of a client and a round trip per message (about twice the sends per
+        second).  ``None`` where kombu or the transport has no batches (RabbitMQ), or when
+        there is no producer (the first publish then reports the broker down).
+        """
+        try:
+            with signals_deferred():
+                producer = self.producer
+            if not callable(getattr(producer, "batch", None)) or \
+                    not producer.supports_batch_publish:
+                return None
+            # Large enough that the batch never flushes inside a publish (where a failure
+            # would look like the failure of one message): the chunk flushes it, once.
+            return _TransportBatch(producer.batch(max_size=BATCH_OPERATIONS * max(size, 1)))
+        except Exception:
+            return None
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True,
                     **kwargs: Any) -> Any:

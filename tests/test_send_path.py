@@ -294,6 +294,118 @@ def test_a_broker_outage_is_one_warning_and_no_publish_at_every_tick(
     beat.close()
 
 
+def test_a_chunk_leaves_for_redis_as_one_batch(app, admin, db_url, clock, queue_name):
+    import redis
+
+    from beat_helpers import REDIS
+
+    client = redis.Redis.from_url(REDIS)
+    waiting: list[int] = []
+
+    class Watching(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            waiting.append(client.llen(queue_name))
+            return super().apply_entry(entry, producer=producer)
+
+    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(30)])
+    app.conf.beatx_max_in_flight = 10
+    beat = Watching(app, clock=clock)
+    clock.advance(seconds=5)
+    beat.tick()
+    beat.close()
+    client.close()
+    # Three chunks of ten: a chunk's messages are buffered in one transport batch (one Redis
+    # pipeline) and reach the queue together when the chunk is flushed, before its confirm.
+    assert waiting == [0] * 10 + [10] * 10 + [20] * 10
+    ids = sorted(m["headers"]["id"] for m in drain(queue_name))
+    assert ids == sorted(r.task_id for r in runs(db_url))
+    assert {r.status for r in runs(db_url)} == {"sent"}
+
+
+def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_answers(
+        admin, db_url, clock, queue_name, caplog):
+    from celery import Celery
+    from kombu.utils.url import parse_url
+    from tcp_cut import CuttableLink
+
+    from beat_helpers import REDIS
+
+    url = parse_url(REDIS)
+    link = CuttableLink((url["hostname"], url["port"] or 6379))
+    app = Celery("cut_broker", broker=f"redis://127.0.0.1:{link.port}/{url['virtual_host']}",
+                 set_as_current=False)
+    app.conf.update(beatx_database_url=db_url, task_default_queue=queue_name,
+                    beatx_sync_interval=1.0, result_expires=None, timezone="UTC",
+                    beatx_max_in_flight=10, broker_connection_timeout=1)
+    published: list[str] = []
+
+    class CutAtTheTenth(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            result = super().apply_entry(entry, producer=producer)
+            published.append(entry.name)
+            if len(published) == 10:
+                link.cut()  # the batch holds all ten; its flush finds no broker
+            return result
+
+    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(10)])
+    beat = CutAtTheTenth(app, clock=clock)
+    try:
+        clock.advance(seconds=5)
+        with caplog.at_level(logging.INFO):
+            beat.tick()
+        assert len(published) == 10
+        assert drain(queue_name) == []
+        assert {r.status for r in runs(db_url)} == {"pending"}
+        assert "10 message(s) may not have reached the broker" in caplog.text
+        link.restore()
+        deadline = time.monotonic() + 15
+        while {r.status for r in runs(db_url)} != {"sent"} and time.monotonic() < deadline:
+            beat.tick()
+            time.sleep(0.1)
+    finally:
+        beat.close()
+        link.close()
+    messages = drain(queue_name)
+    # Re-sent once the broker answered, with the ids recorded first, each once.
+    assert sorted(m["headers"]["id"] for m in messages) == sorted(r.task_id for r in runs(db_url))
+    assert len(messages) == 10
+    assert {r.status for r in runs(db_url)} == {"sent"}
+
+
+def test_a_close_in_the_middle_of_a_chunk_sends_what_its_batch_holds(
+        app, admin, db_url, clock, queue_name):
+    published: list[str] = []
+
+    class ClosedAtTheFifth(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            result = super().apply_entry(entry, producer=producer)
+            published.append(entry.name)
+            if len(published) == 5:
+                # As an embedding application's thread would while beat is publishing
+                # (beat's own SIGTERM handling waits for the whole batch).
+                self.close()
+            return result
+
+    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(10)])
+    app.conf.beatx_max_in_flight = 10
+    beat = ClosedAtTheFifth(app, clock=clock)
+    clock.advance(seconds=5)
+    beat.tick()
+    assert len(published) == 5
+    messages = drain(queue_name)
+    statuses = {r.task_id: r.status for r in runs(db_url)}
+    # The five handed to the chunk's batch left at the close and are marked sent (none is
+    # left pending to be sent a second time); the other five were never published and stay
+    # pending for the next start.
+    assert len(messages) == 5
+    assert sorted(m["headers"]["id"] for m in messages) == \
+        sorted(t for t, s in statuses.items() if s == "sent")
+    assert sorted(statuses.values()) == ["pending"] * 5 + ["sent"] * 5
+
+
 def test_a_catch_up_is_recorded_in_batches_of_about_batch_size_sends(
         app, admin, db_url, clock, queue_name):
     beat = make(app, clock)

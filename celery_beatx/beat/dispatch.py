@@ -5,7 +5,9 @@
    occurrence to send (and a ``skipped`` run per occurrence not sent) and advance the tasks'
    state.  Nothing is published before that commit.
 2. **Send** through Celery's own chain (the publish callable the scheduler gives), at most
-   ``max_in_flight`` messages between two confirms.
+   ``max_in_flight`` messages between two confirms.  Where the transport can (kombu's
+   ``Producer.batch``: Redis), a chunk's messages are handed to one transport batch and leave
+   together when it is flushed; they count as published only once the flush succeeded.
 3. **Confirm**, fenced again while this beat leads: mark the published runs ``sent`` (or
    ``send_failed``) and finish one-offs whose run left.  A beat that lost the lease still
    writes these marks (they record what happened and only move ``pending`` runs forward).
@@ -15,6 +17,9 @@ What can go wrong, and what happens:
 * the broker is unreachable: the batch stops at the first connection error; the runs not
   published stay ``pending`` and wait in :attr:`Dispatcher.unsent`, re-sent (same ids) when
   the broker answers again;
+* a transport batch fails to flush: whether its messages arrived is unknown; they stay
+  ``pending`` and are re-sent (same ids) like the rest, so at most one chunk
+  (``max_in_flight``) can reach a worker twice with the same id;
 * the database fails during the record commit: the outcome is unknown until a read shows
   whether the runs exist (:meth:`Dispatcher.resolve`); only then are they sent or retried;
 * the confirm cannot be written: no further chunk is published; the marks wait in memory
@@ -26,13 +31,14 @@ What can go wrong, and what happens:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from ..policies import (
     BLOCK,
@@ -124,12 +130,25 @@ class _Marks:
 Publish = Callable[[Any, Send], tuple[str, Any]]
 
 
+class PublishBatch(Protocol):
+    """A transport batch open for one chunk of publishes (see the scheduler's
+    ``_publish_batch``): publishes made meanwhile are buffered until :meth:`flush`."""
+
+    def flush(self) -> None:
+        """Send what is buffered; raises when whether it arrived is unknown."""
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the batch; what was not flushed is discarded."""
+
+
 class Dispatcher:
     """Carries out sends for the scheduler; see the module docstring.
 
     :param publish: ``publish(definition, send) -> (outcome, detail)``: sends one message
         through Celery; ``definition`` is the task row (or the in-memory Celery entry).
     :param memory_entry: the in-memory entry of a task driven by its own Celery schedule.
+    :param open_batch: ``open_batch(size)``: a transport batch for the next ``size``
+        publishes, or ``None`` when they leave one by one.
     """
 
     def __init__(self, repo: Repository, heap: SlotHeap, feed: Feed, leadership: Leadership,
@@ -138,7 +157,9 @@ class Dispatcher:
                  batch_size: int = 500, grace: float = 5.0,
                  starting_deadline: float | None = None, history_keep: int = 1000,
                  memory_entry: Callable[[str], Any] | None = None,
-                 closing: Callable[[], bool] = lambda: False) -> None:
+                 closing: Callable[[], bool] = lambda: False,
+                 open_batch: Callable[[int], PublishBatch | None] = lambda _size: None
+                 ) -> None:
         self.repo = repo
         self.heap = heap
         self.feed = feed
@@ -156,6 +177,11 @@ class Dispatcher:
         self.history_keep = history_keep
         self.memory_entry = memory_entry or (lambda _name: None)
         self.closing = closing
+        self.open_batch = open_batch
+        #: The transport batch of the chunk under way, and the sends handed to it and not
+        #: flushed yet (flushed by :meth:`shutdown` on a clean stop).
+        self._batch: PublishBatch | None = None
+        self._held: list[Send] = []
         #: Recorded runs not yet published (broker down, or recovered from a dead beat).
         self.unsent: deque[Send] = deque()
         #: Published (or failed) runs whose marks could not be written yet.
@@ -514,14 +540,14 @@ class Dispatcher:
             if start:
                 self.leadership.renew_if_due()
             chunk = sends[start:start + self.max_in_flight]
-            done, stop = self._publish_chunk(chunk, definitions)
+            done, rest = self._publish_chunk(chunk, definitions)
             published += done
-            if stop is None and self.unconfirmed:
+            if rest is None and self.unconfirmed:
                 # The database did not take this chunk's marks: publish no more until it
                 # does, so at most one chunk (``max_in_flight``) is out and unconfirmed.
-                stop = len(chunk)
-            if stop is not None:
-                rest = list(chunk[stop:]) + list(sends[start + self.max_in_flight:])
+                rest = []
+            if rest is not None:
+                rest += sends[start + self.max_in_flight:]
                 if self.leadership.may_send() and not self.closing():
                     # Broker down (or marks not written): re-sent when it is back, first,
                     # so that runs keep their time order.
@@ -530,31 +556,64 @@ class Dispatcher:
         return published
 
     def _publish_chunk(self, chunk: Sequence[Send], definitions: dict[str, Any]
-                       ) -> tuple[int, int | None]:
-        """Publish one chunk and confirm it; returns (published, index it stopped at)."""
+                       ) -> tuple[int, list[Send] | None]:
+        """Publish one chunk and confirm it; returns (published, the sends of the chunk
+        left for later, in time order, or ``None`` when none was)."""
         marks = self.in_flight = _Marks()
-        stop: int | None = None
+        rest: list[Send] | None = None
+        batch = self._batch = self.open_batch(len(chunk))
+        self._held = []
+        error: BaseException | None = None
         try:
             for index, send in enumerate(chunk):
                 if self.closing() or not self.leadership.may_send() or self.broker.down:
-                    stop = index
+                    rest = list(chunk[index:])
                     break
                 outcome, detail = self.publish(definitions[send.name], send)
                 if outcome == BROKER_DOWN:
                     self.broker.failed(detail, "sending due tasks", unreachable=True)
-                    stop = index
+                    rest = list(chunk[index:])
                     break
-                if outcome == SENT:
-                    marks.sent.append(send.task_id)
-                else:
-                    marks.failed.append((send.task_id, str(detail)))
-                if send.finishes:
-                    marks.finishing.add(send.name)
+                if outcome == SENT and batch is not None:
+                    # Counted as published once the batch is flushed (here, or by a
+                    # shutdown meanwhile: the list is then a new one).
+                    self._held.append(send)
+                    continue
+                _mark(marks, send, outcome, detail)
+            if self._held:
+                uncertain = self._flush_held(marks)
+                if uncertain:
+                    rest = uncertain + (rest or [])
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
+            self._batch, self._held = None, []
+            if batch is not None:
+                with contextlib.suppress(Exception):
+                    batch.close(error)
             self.in_flight = _Marks()
             if marks:
                 self._confirm(marks)
-        return len(marks.sent), stop
+        return len(marks.sent), rest
+
+    def _flush_held(self, marks: _Marks) -> list[Send]:
+        """Flush the chunk's transport batch: on success its sends join ``marks``;
+        returns them instead when the flush failed (delivery unknown)."""
+        held, self._held = self._held, []
+        assert self._batch is not None
+        try:
+            self._batch.flush()
+        except Exception as exc:
+            self.broker.failed(exc, "sending due tasks", unreachable=True)
+            self.logger.warning(
+                "beat: %d message(s) may not have reached the broker (its batch failed: "
+                "%s); they are sent again with the same task ids when it answers",
+                len(held), exc)
+            return held
+        for send in held:
+            _mark(marks, send, SENT, None)
+        return []
 
     # -- confirming ------------------------------------------------------------------------
 
@@ -647,7 +706,10 @@ class Dispatcher:
         return sum(orphans.values())
 
     def shutdown(self) -> None:
-        """Clean stop in the middle of a chunk: confirm what already left."""
+        """Clean stop in the middle of a chunk: send what the chunk's transport batch
+        holds, and confirm what already left."""
+        if self._held and self._batch is not None:
+            self._flush_held(self.in_flight)  # what fails to flush stays pending
         marks = self.in_flight
         self.in_flight = _Marks()
         marks.extend(self.unconfirmed)
@@ -685,6 +747,16 @@ class _Unknown(Exception):
         super().__init__(str(error))
         self.batch = batch
         self.error = error
+
+
+def _mark(marks: _Marks, send: Send, outcome: str, detail: Any) -> None:
+    """Note the outcome of one publish in ``marks``."""
+    if outcome == SENT:
+        marks.sent.append(send.task_id)
+    else:
+        marks.failed.append((send.task_id, str(detail)))
+    if send.finishes:
+        marks.finishing.add(send.name)
 
 
 def _jitter_fn(name: str, jitter: float) -> Callable[[datetime], float] | None:
