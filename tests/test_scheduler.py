@@ -18,6 +18,21 @@ from celery_beatx.scheduler import Scheduler, run_task_id
 from celery_beatx.store.models import Run, Task
 
 UTC = timezone.utc
+def test_expires_reaches_the_message_as_seconds_or_as_a_time(app, db_url, clock, queue_name):
+    admin = BeatAdmin(url=db_url, clock=clock)
+    at = clock.now + timedelta(hours=2)
+    admin.add("by_time", "proj.t", every(seconds=10), expires=at)
+    admin.add("by_seconds", "proj.s", every(seconds=10), expires=30)
+    beat = make(app, clock)
+    clock.advance(seconds=10)
+    beat.tick()
+    beat.close()
+    expires = {m["headers"]["task"]: m["headers"]["expires"] for m in drain(queue_name)}
+    assert datetime.fromisoformat(expires["proj.t"]) == at
+    # Celery turns seconds into a time from the moment of the send (the real clock's).
+    assert datetime.fromisoformat(expires["proj.s"]) > datetime.now(UTC)
+
+
 def test_sends_due_tasks_records_runs_and_state(app, db_url, clock, queue_name):
     admin = BeatAdmin(url=db_url, clock=clock)
     admin.add("fast", "proj.fast", every(seconds=10), args=[1], kwargs={"k": "v"},

@@ -283,7 +283,7 @@ class Dispatcher:
         handled: set[str] = set()
         try:
             with self.repo.transaction() as session:
-                rows = {r.name: r for r in self.repo.get_tasks(session, [s.name for s in slots])}
+                rows = {r.name: r for r in self.repo.task_rows(session, [s.name for s in slots])}
                 planned = 0
                 for slot in slots:
                     if planned >= self.batch_size and slot.entry is None:
@@ -504,7 +504,7 @@ class Dispatcher:
             return 0
         try:
             with self.repo.transaction(readonly=True) as session:
-                rows = {r.name: r for r in self.repo.get_tasks(session, {s.name for s in chunk})}
+                rows = {r.name: r for r in self.repo.task_rows(session, {s.name for s in chunk})}
                 status = self.repo.run_statuses(session, [s.task_id for s in chunk])
         except Exception as exc:
             self.unsent.extendleft(reversed(chunk))
