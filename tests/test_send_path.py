@@ -294,6 +294,26 @@ def test_a_broker_outage_is_one_warning_and_no_publish_at_every_tick(
     beat.close()
 
 
+def every_5s(admin: BeatAdmin, count: int) -> None:
+    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(count)])
+
+
+def acting_after(count: int, action, published: list[str]) -> type[Scheduler]:  # type: ignore[no-untyped-def]
+    """A Scheduler that notes each published entry and calls ``action(scheduler)`` right
+    after the ``count``-th publish (while the chunk is under way)."""
+
+    class Acting(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            result = super().apply_entry(entry, producer=producer)
+            published.append(entry.name)
+            if len(published) == count:
+                action(self)
+            return result
+
+    return Acting
+
+
 def test_a_chunk_leaves_for_redis_as_one_batch(app, admin, db_url, clock, queue_name):
     import redis
 
@@ -307,8 +327,7 @@ def test_a_chunk_leaves_for_redis_as_one_batch(app, admin, db_url, clock, queue_
             waiting.append(client.llen(queue_name))
             return super().apply_entry(entry, producer=producer)
 
-    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
-                    for i in range(30)])
+    every_5s(admin, 30)
     app.conf.beatx_max_in_flight = 10
     beat = Watching(app, clock=clock)
     clock.advance(seconds=5)
@@ -339,18 +358,9 @@ def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_a
                     beatx_sync_interval=1.0, result_expires=None, timezone="UTC",
                     beatx_max_in_flight=10, broker_connection_timeout=1)
     published: list[str] = []
-
-    class CutAtTheTenth(Scheduler):
-        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
-            result = super().apply_entry(entry, producer=producer)
-            published.append(entry.name)
-            if len(published) == 10:
-                link.cut()  # the batch holds all ten; its flush finds no broker
-            return result
-
-    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
-                    for i in range(10)])
-    beat = CutAtTheTenth(app, clock=clock)
+    every_5s(admin, 10)
+    # The batch holds all ten when the link is cut: its flush finds no broker.
+    beat = acting_after(10, lambda _beat: link.cut(), published)(app, clock=clock)
     try:
         clock.advance(seconds=5)
         with caplog.at_level(logging.INFO):
@@ -377,21 +387,11 @@ def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_a
 def test_a_close_in_the_middle_of_a_chunk_sends_what_its_batch_holds(
         app, admin, db_url, clock, queue_name):
     published: list[str] = []
-
-    class ClosedAtTheFifth(Scheduler):
-        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
-            result = super().apply_entry(entry, producer=producer)
-            published.append(entry.name)
-            if len(published) == 5:
-                # As an embedding application's thread would while beat is publishing
-                # (beat's own SIGTERM handling waits for the whole batch).
-                self.close()
-            return result
-
-    admin.add_many([{"name": f"t{i:02d}", "task": "proj.t", "schedule": every(seconds=5)}
-                    for i in range(10)])
+    every_5s(admin, 10)
     app.conf.beatx_max_in_flight = 10
-    beat = ClosedAtTheFifth(app, clock=clock)
+    # Closed as an embedding application's thread would while beat is publishing (beat's
+    # own SIGTERM handling waits for the whole batch).
+    beat = acting_after(5, lambda beat: beat.close(), published)(app, clock=clock)
     clock.advance(seconds=5)
     beat.tick()
     assert len(published) == 5
