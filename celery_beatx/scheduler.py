@@ -38,7 +38,17 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .admin import BeatAdmin
 from .beat.alerting import AlertEngine
-from .beat.dispatch import BROKER_DOWN, DROPPED, FAILED, SENT, Dispatcher, Send, run_task_id
+from .beat.dispatch import (
+    BATCH_REFUSED,
+    BROKER_DOWN,
+    DROPPED,
+    FAILED,
+    SENT,
+    Dispatcher,
+    FlushFailed,
+    Send,
+    run_task_id,
+)
 from .beat.feed import Feed, fire_at
 from .beat.followups import Followups
 from .beat.heap import Slot, SlotHeap
@@ -91,9 +101,8 @@ _TICK = timedelta(microseconds=1)
 _EARLY = timedelta(milliseconds=10)
 
 _MISSING = object()
-#: Transport operations per message a publish batch is sized for (on Redis one ``LPUSH``,
-#: and one ``PEXPIRE`` per priority step for a queue with ``x-expires``).
-BATCH_OPERATIONS = 16
+#: A publish batch's ``max_size`` (transport operations) that a chunk never reaches.
+UNBOUNDED_BATCH = 2**62
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -132,16 +141,39 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _from_kombu_batch(exc: BaseException) -> bool:
+    """Whether a failed publish was refused by kombu's publish batch (its own error, or a
+    ``RuntimeError`` raised in ``kombu.messaging``) rather than failing for the message."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "BatchPublishError":
+            return True
+        if isinstance(current, RuntimeError) and current.__traceback__ is not None:
+            tb = current.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb.tb_frame.f_globals.get("__name__") == "kombu.messaging":
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class _TransportBatch:
     """An open ``Producer.batch()`` context of kombu, as the dispatcher's
     :class:`~celery_beatx.beat.dispatch.PublishBatch`."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, unreachable: Callable[[BaseException], bool]) -> None:
         self._context = context
+        self._unreachable = unreachable
         context.__enter__()
 
     def flush(self) -> None:
-        self._context.flush()
+        try:
+            self._context.flush()
+        except Exception as exc:
+            raise FlushFailed(exc, self._unreachable(exc)) from exc
 
     def close(self, error: BaseException | None = None) -> None:
         if error is None:
@@ -1150,6 +1182,8 @@ class Scheduler(beat.Scheduler):
                 raise SystemExit() from outcome
             if self._is_connection_error(outcome):
                 return BROKER_DOWN, outcome
+            if _from_kombu_batch(outcome):
+                return BATCH_REFUSED, outcome
             return FAILED, f"{type(outcome).__name__}: {outcome}"
         return SENT, None
 
@@ -1168,9 +1202,10 @@ class Scheduler(beat.Scheduler):
             if not callable(getattr(producer, "batch", None)) or \
                     not producer.supports_batch_publish:
                 return None
-            # Large enough that the batch never flushes inside a publish (where a failure
-            # would look like the failure of one message): the chunk flushes it, once.
-            return _TransportBatch(producer.batch(max_size=BATCH_OPERATIONS * max(size, 1)))
+            # Never flushed inside a publish (where a failure would look like the failure
+            # of one message): the chunk flushes it, once.
+            return _TransportBatch(producer.batch(max_size=UNBOUNDED_BATCH),
+                                   self._is_connection_error)
         except Exception:
             return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -324,15 +325,22 @@ def test_database_refusing_writes_makes_beat_back_off_not_spin(tmp_path, clock, 
     admin = BeatAdmin(url=url, clock=clock)
     admin.add("job", "proj.job", every(seconds=10))
     beat = make(app, clock)
+    # The back-off's own clock stands still: a slow machine cannot run past it mid-test.
+    frozen = time.monotonic()
+    beat.db.mono = lambda: frozen
     clock.advance(seconds=10)
     holder = sqlite3.connect(f"{tmp_path}/locked.sqlite3", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
-        waits = [beat.tick() for _ in range(3)]
+        waits = [beat.tick()]
+        failures = beat.db.failures
+        waits += [beat.tick() for _ in range(2)]
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert waits[0] > 0.5 and all(w > 0 for w in waits)  # backs off instead of spinning
+    # Backs off instead of spinning: the next ticks wait, and try nothing meanwhile.
+    assert waits[0] >= 0.5 and all(w > 0 for w in waits)
+    assert failures >= 1 and beat.db.failures == failures
     assert drain(queue_name) == []
     beat.db._retry_at = float("-inf")  # the back-off has passed
     beat.tick()

@@ -342,8 +342,8 @@ def test_a_chunk_leaves_for_redis_as_one_batch(app, admin, db_url, clock, queue_
     assert {r.status for r in runs(db_url)} == {"sent"}
 
 
-def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_answers(
-        admin, db_url, clock, queue_name, caplog):
+def app_through_a_link(db_url: str, queue_name: str):  # type: ignore[no-untyped-def]
+    """A Celery app whose broker is the test Redis behind a :class:`CuttableLink`."""
     from celery import Celery
     from kombu.utils.url import parse_url
     from tcp_cut import CuttableLink
@@ -357,6 +357,19 @@ def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_a
     app.conf.update(beatx_database_url=db_url, task_default_queue=queue_name,
                     beatx_sync_interval=1.0, result_expires=None, timezone="UTC",
                     beatx_max_in_flight=10, broker_connection_timeout=1)
+    return app, link
+
+
+def tick_until_all_sent(beat: Scheduler, db_url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while {r.status for r in runs(db_url)} != {"sent"} and time.monotonic() < deadline:
+        beat.tick()
+        time.sleep(0.1)
+
+
+def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_answers(
+        admin, db_url, clock, queue_name, caplog):
+    app, link = app_through_a_link(db_url, queue_name)
     published: list[str] = []
     every_5s(admin, 10)
     # The batch holds all ten when the link is cut: its flush finds no broker.
@@ -370,10 +383,7 @@ def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_a
         assert {r.status for r in runs(db_url)} == {"pending"}
         assert "10 message(s) may not have reached the broker" in caplog.text
         link.restore()
-        deadline = time.monotonic() + 15
-        while {r.status for r in runs(db_url)} != {"sent"} and time.monotonic() < deadline:
-            beat.tick()
-            time.sleep(0.1)
+        tick_until_all_sent(beat, db_url)
     finally:
         beat.close()
         link.close()
@@ -381,6 +391,51 @@ def test_a_batch_that_fails_to_flush_stays_pending_and_is_sent_when_the_broker_a
     # Re-sent once the broker answered, with the ids recorded first, each once.
     assert sorted(m["headers"]["id"] for m in messages) == sorted(r.task_id for r in runs(db_url))
     assert len(messages) == 10
+    assert {r.status for r in runs(db_url)} == {"sent"}
+
+
+def test_a_reconnect_in_the_middle_of_a_chunk_loses_and_doubles_nothing(
+        admin, db_url, clock, queue_name):
+    app, link = app_through_a_link(db_url, queue_name)
+    published: list[str] = []
+    every_5s(admin, 10)
+    # A blip after the fifth publish: every connection dropped, new ones accepted.
+    beat = acting_after(5, lambda _beat: (link.cut(), link.restore()),
+                        published)(app, clock=clock)
+    try:
+        clock.advance(seconds=5)
+        beat.tick()
+        tick_until_all_sent(beat, db_url)
+    finally:
+        beat.close()
+        link.close()
+    messages = drain(queue_name)
+    assert sorted(m["headers"]["id"] for m in messages) == sorted(r.task_id for r in runs(db_url))
+    assert {r.status for r in runs(db_url)} == {"sent"}
+
+
+def test_a_channel_replaced_while_a_batch_is_open_fails_no_message(
+        app, admin, db_url, clock, queue_name):
+    published: list[str] = []
+
+    class Reconnecting(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            if len(published) == 2 and producer is not None:
+                # What kombu's retry does on a reconnect: the producer gets a new channel,
+                # which the batch (bound to the old one) refuses for every later publish.
+                producer.revive(producer.channel.connection.client.channel())
+            result = super().apply_entry(entry, producer=producer)
+            published.append(entry.name)
+            return result
+
+    every_5s(admin, 10)
+    app.conf.beatx_max_in_flight = 10
+    beat = Reconnecting(app, clock=clock)
+    clock.advance(seconds=5)
+    beat.tick()
+    beat.close()
+    messages = drain(queue_name)
+    assert sorted(m["headers"]["id"] for m in messages) == sorted(r.task_id for r in runs(db_url))
     assert {r.status for r in runs(db_url)} == {"sent"}
 
 

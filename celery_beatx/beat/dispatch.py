@@ -66,6 +66,9 @@ RUN_NAMESPACE = uuid.UUID("6f0d8c1e-2b7a-5c43-9a1d-6265617478a1")
 
 #: Outcomes of one publish.
 SENT, BROKER_DOWN, FAILED, DROPPED = "sent", "broker", "failed", "dropped"
+#: The publish failed in the transport batch, not for the message (kombu refuses a channel
+#: that a reconnect replaced while a batch is open): published again on its own.
+BATCH_REFUSED = "batch"
 #: How often an occurrence blocked by a dependency is checked again (at most).
 RECHECK = 1.0
 
@@ -130,12 +133,23 @@ class _Marks:
 Publish = Callable[[Any, Send], tuple[str, Any]]
 
 
+class FlushFailed(Exception):
+    """A transport batch failed to flush: ``unreachable`` when it was the connection (the
+    delivery of its messages is unknown), else the broker refused a command."""
+
+    def __init__(self, error: BaseException, unreachable: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.unreachable = unreachable
+
+
 class PublishBatch(Protocol):
     """A transport batch open for one chunk of publishes (see the scheduler's
     ``_publish_batch``): publishes made meanwhile are buffered until :meth:`flush`."""
 
     def flush(self) -> None:
-        """Send what is buffered; raises when whether it arrived is unknown."""
+        """Send what is buffered.  Raises :class:`FlushFailed` (or any error, taken as the
+        connection's) when it did not all arrive."""
 
     def close(self, error: BaseException | None = None) -> None:
         """End the batch; what was not flushed is discarded."""
@@ -178,10 +192,9 @@ class Dispatcher:
         self.memory_entry = memory_entry or (lambda _name: None)
         self.closing = closing
         self.open_batch = open_batch
-        #: The transport batch of the chunk under way, and the sends handed to it and not
-        #: flushed yet (flushed by :meth:`shutdown` on a clean stop).
-        self._batch: PublishBatch | None = None
-        self._held: list[Send] = []
+        #: The broker refused a transport batch for another reason than the connection:
+        #: every message is published on its own from then on.
+        self.batching_refused = False
         #: Recorded runs not yet published (broker down, or recovered from a dead beat).
         self.unsent: deque[Send] = deque()
         #: Published (or failed) runs whose marks could not be written yet.
@@ -561,8 +574,8 @@ class Dispatcher:
         left for later, in time order, or ``None`` when none was)."""
         marks = self.in_flight = _Marks()
         rest: list[Send] | None = None
-        batch = self._batch = self.open_batch(len(chunk))
-        self._held = []
+        batch = None if self.batching_refused else self.open_batch(len(chunk))
+        held: list[Send] = []  # handed to the batch: published once it is flushed
         error: BaseException | None = None
         try:
             for index, send in enumerate(chunk):
@@ -570,26 +583,33 @@ class Dispatcher:
                     rest = list(chunk[index:])
                     break
                 outcome, detail = self.publish(definitions[send.name], send)
+                if outcome == BATCH_REFUSED:
+                    # End the batch; this message and the rest of the chunk go one by one.
+                    left = self._end_batch(batch, held, marks, definitions) \
+                        if batch is not None else []
+                    batch = None
+                    if left:
+                        rest = left + list(chunk[index:])
+                        break
+                    outcome, detail = self.publish(definitions[send.name], send)
                 if outcome == BROKER_DOWN:
                     self.broker.failed(detail, "sending due tasks", unreachable=True)
                     rest = list(chunk[index:])
                     break
                 if outcome == SENT and batch is not None:
-                    # Counted as published once the batch is flushed (here, or by a
-                    # shutdown meanwhile: the list is then a new one).
-                    self._held.append(send)
+                    held.append(send)
                     continue
                 _mark(marks, send, outcome, detail)
-            if self._held:
-                uncertain = self._flush_held(marks)
-                if uncertain:
-                    rest = uncertain + (rest or [])
+            if batch is not None:
+                left = self._end_batch(batch, held, marks, definitions)
+                batch = None
+                if left:
+                    rest = left + (rest or [])
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self._batch, self._held = None, []
-            if batch is not None:
+            if batch is not None:  # an exception: what the batch holds is discarded
                 with contextlib.suppress(Exception):
                     batch.close(error)
             self.in_flight = _Marks()
@@ -597,20 +617,44 @@ class Dispatcher:
                 self._confirm(marks)
         return len(marks.sent), rest
 
-    def _flush_held(self, marks: _Marks) -> list[Send]:
-        """Flush the chunk's transport batch: on success its sends join ``marks``;
-        returns them instead when the flush failed (delivery unknown)."""
-        held, self._held = self._held, []
-        assert self._batch is not None
+    def _end_batch(self, batch: PublishBatch, held: list[Send], marks: _Marks,
+                   definitions: dict[str, Any]) -> list[Send]:
+        """Flush and close the chunk's transport batch; returns the sends to publish later.
+
+        Flushed: the held sends join ``marks``.  A flush that failed for the connection
+        leaves their delivery unknown: they are returned (sent again, same ids, when the
+        broker answers).  One the broker refused otherwise (a command error, e.g. a queue
+        name that is another kind of key: the other messages did arrive) is published again
+        one message at a time, each with its own outcome (so this chunk can arrive twice,
+        with the same ids), and this beat stops batching, since it would happen again.
+        """
         try:
-            self._batch.flush()
+            batch.flush()
         except Exception as exc:
-            self.broker.failed(exc, "sending due tasks", unreachable=True)
-            self.logger.warning(
-                "beat: %d message(s) may not have reached the broker (its batch failed: "
-                "%s); they are sent again with the same task ids when it answers",
-                len(held), exc)
-            return held
+            with contextlib.suppress(Exception):
+                batch.close(exc)
+            error = getattr(exc, "error", exc)
+            if getattr(exc, "unreachable", True):
+                self.broker.failed(error, "sending due tasks", unreachable=True)
+                self.logger.warning(
+                    "beat: %d message(s) may not have reached the broker (its batch "
+                    "failed: %s); they are sent again with the same task ids when it "
+                    "answers", len(held), error)
+                return held
+            self.batching_refused = True
+            self.logger.error(
+                "beat: the broker refused a batch of %d message(s) (%s); publishing them "
+                "again one at a time, and every message on its own from now on",
+                len(held), error)
+            for index, send in enumerate(held):
+                outcome, detail = self.publish(definitions[send.name], send)
+                if outcome == BROKER_DOWN:
+                    self.broker.failed(detail, "sending due tasks", unreachable=True)
+                    return held[index:]
+                _mark(marks, send, outcome, detail)
+            return []
+        with contextlib.suppress(Exception):
+            batch.close(None)
         for send in held:
             _mark(marks, send, SENT, None)
         return []
@@ -706,10 +750,9 @@ class Dispatcher:
         return sum(orphans.values())
 
     def shutdown(self) -> None:
-        """Clean stop in the middle of a chunk: send what the chunk's transport batch
-        holds, and confirm what already left."""
-        if self._held and self._batch is not None:
-            self._flush_held(self.in_flight)  # what fails to flush stays pending
+        """Clean stop in the middle of a chunk: confirm what already left.  (Messages in
+        the chunk's transport batch are flushed and confirmed by the sending thread, which
+        stops the chunk at its next message.)"""
         marks = self.in_flight
         self.in_flight = _Marks()
         marks.extend(self.unconfirmed)
