@@ -122,11 +122,8 @@ class Task(Base):
 
     @property
     def expires(self) -> Any:
-        """The ``expires`` field in its stored (JSON) form, kept in two columns: seconds
-        (``expires``), or an absolute time (``expires_at``) as kombu's form of a datetime."""
-        if self.expires_at is not None:
-            return expires_tag(self.expires_at)
-        return self.expires_seconds
+        """The ``expires`` field in its stored (JSON) form; see :func:`stored_expires`."""
+        return stored_expires(self)
 
     @expires.setter
     def expires(self, value: Any) -> None:
@@ -144,6 +141,15 @@ class Tombstone(Base):
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
     removed_at: Mapped[datetime]
+
+
+def stored_expires(row: Any) -> Any:
+    """A task's ``expires`` in its stored (JSON) form, kept in two columns: seconds
+    (``expires``), or an absolute time (``expires_at``) as kombu's form of a datetime.
+    ``row``: a :class:`Task`, or a plain row of its columns (``Repository.task_rows``)."""
+    if row.expires_at is not None:
+        return expires_tag(row.expires_at)
+    return row.expires_seconds
 
 
 class TaskVersion(Base):

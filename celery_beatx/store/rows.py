@@ -17,7 +17,8 @@ from typing import Any
 from ..definitions import CATCHUP_MODES, DEFAULTS, DEFINITION_FIELDS, OVERLAP_MODES, TaskInfo
 from ..schedules import BaseSchedule, schedule_from_dict
 from ..schedules.memory import is_in_memory
-from ..values import decode, decode_expires, expires_tag
+from ..values import decode, decode_expires
+from .models import stored_expires
 from .types import Undecodable, tolerant_json_loads
 
 Loaded = tuple[BaseSchedule | None, str | None]
@@ -110,15 +111,9 @@ _SHAPES: dict[str, Any] = {
 def definition_of(row: Any) -> dict[str, Any]:
     """The stored definition of a task row (what a version snapshot holds): a model object,
     or a plain row of its columns (``Repository.task_rows``)."""
-    expires = getattr(row, "expires", _NOT_THERE)
-    if expires is _NOT_THERE:  # a plain row: ``expires`` is kept in two columns
-        at = row.expires_at
-        expires = expires_tag(at) if at is not None else row.expires_seconds
+    expires = stored_expires(row)  # a plain row has no ``expires`` property
     return {key: expires if key == "expires" else getattr(row, key)
             for key in DEFINITION_FIELDS}
-
-
-_NOT_THERE = object()
 
 
 #: Stored fields decoded for the send: kombu's tagged objects become their types again.
