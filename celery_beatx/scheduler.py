@@ -141,23 +141,32 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _from_kombu_batch(exc: BaseException) -> bool:
-    """Whether a failed publish was refused by kombu's publish batch (its own error, or a
-    ``RuntimeError`` raised in ``kombu.messaging``) rather than failing for the message."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if type(current).__name__ == "BatchPublishError":
-            return True
-        if isinstance(current, RuntimeError) and current.__traceback__ is not None:
-            tb = current.__traceback__
-            while tb.tb_next is not None:
-                tb = tb.tb_next
-            if tb.tb_frame.f_globals.get("__name__") == "kombu.messaging":
-                return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def _raised_in(exc: BaseException, module: str) -> bool:
+    """Whether ``exc`` was raised by code of ``module`` (its innermost frame)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_globals.get("__name__") == module
+
+
+def _from_kombu_batch(exc: BaseException) -> bool:
+    """Whether a failed publish was refused by kombu's publish batch (its own error, or a
+    ``RuntimeError`` raised in ``kombu.messaging``) rather than failing for the message."""
+    return any(type(e).__name__ == "BatchPublishError" or
+               (isinstance(e, RuntimeError) and _raised_in(e, "kombu.messaging"))
+               for e in _chain(exc))
 
 
 class _TransportBatch:
@@ -1282,14 +1291,7 @@ class Scheduler(beat.Scheduler):
             kinds += tuple(self.connection.connection_errors)
         except Exception:
             pass
-        seen: set[int] = set()
-        current: BaseException | None = exc
-        while current is not None and id(current) not in seen:
-            if isinstance(current, kinds):
-                return True
-            seen.add(id(current))
-            current = current.__cause__ or current.__context__
-        return False
+        return any(isinstance(e, kinds) for e in _chain(exc))
 
     def _probe_broker(self) -> bool:
         """One bounded connection attempt while the broker is down; True when it answers.
