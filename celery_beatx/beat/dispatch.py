@@ -585,8 +585,7 @@ class Dispatcher:
                 outcome, detail = self.publish(definitions[send.name], send)
                 if outcome == BATCH_REFUSED:
                     # End the batch; this message and the rest of the chunk go one by one.
-                    left = self._end_batch(batch, held, marks, definitions) \
-                        if batch is not None else []
+                    left = self._end_batch(batch, held, marks) if batch is not None else []
                     batch = None
                     if left:
                         rest = left + list(chunk[index:])
@@ -601,7 +600,7 @@ class Dispatcher:
                     continue
                 _mark(marks, send, outcome, detail)
             if batch is not None:
-                left = self._end_batch(batch, held, marks, definitions)
+                left = self._end_batch(batch, held, marks)
                 batch = None
                 if left:
                     rest = left + (rest or [])
@@ -617,16 +616,15 @@ class Dispatcher:
                 self._confirm(marks)
         return len(marks.sent), rest
 
-    def _end_batch(self, batch: PublishBatch, held: list[Send], marks: _Marks,
-                   definitions: dict[str, Any]) -> list[Send]:
+    def _end_batch(self, batch: PublishBatch, held: list[Send], marks: _Marks) -> list[Send]:
         """Flush and close the chunk's transport batch; returns the sends to publish later.
 
         Flushed: the held sends join ``marks``.  A flush that failed for the connection
         leaves their delivery unknown: they are returned (sent again, same ids, when the
-        broker answers).  One the broker refused otherwise (a command error, e.g. a queue
-        name that is another kind of key: the other messages did arrive) is published again
-        one message at a time, each with its own outcome (so this chunk can arrive twice,
-        with the same ids), and this beat stops batching, since it would happen again.
+        broker answers).  One the broker refused otherwise (a command error: the other
+        messages did arrive) makes this beat stop batching, since it would happen again, and
+        its sends are returned too: re-sent at once from :attr:`unsent`, one message at a
+        time, each with its own outcome (so this chunk can arrive twice, with the same ids).
         """
         try:
             batch.flush()
@@ -646,13 +644,7 @@ class Dispatcher:
                 "beat: the broker refused a batch of %d message(s) (%s); publishing them "
                 "again one at a time, and every message on its own from now on",
                 len(held), error)
-            for index, send in enumerate(held):
-                outcome, detail = self.publish(definitions[send.name], send)
-                if outcome == BROKER_DOWN:
-                    self.broker.failed(detail, "sending due tasks", unreachable=True)
-                    return held[index:]
-                _mark(marks, send, outcome, detail)
-            return []
+            return held
         with contextlib.suppress(Exception):
             batch.close(None)
         for send in held:
