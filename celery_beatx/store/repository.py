@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +45,7 @@ from .models import (
     TaskVersion,
     Tombstone,
 )
+from .types import DateTimeUTC
 
 UTC = timezone.utc
 REVISION = "revision"
@@ -68,6 +70,72 @@ T = TypeVar("T")
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start:start + CHUNK]
+
+
+#: PostgreSQL: lock the tasks of a batch in name order (concurrent writers then cannot
+#: deadlock on them), before :data:`_SAVE_STATES_PG` joins them in whatever order its plan
+#: takes.
+_LOCK_TASKS_PG = text(
+    "SELECT name FROM beatx_tasks WHERE name = ANY(CAST(:names AS text[])) "
+    "ORDER BY name FOR UPDATE")
+#: PostgreSQL: ``Repository.save_states`` in one statement (times are naive UTC, as stored).
+_SAVE_STATES_PG = text(
+    "UPDATE beatx_tasks AS t SET "
+    "last_run_at = CASE WHEN s.added > 0 THEN s.last_run_at ELSE t.last_run_at END, "
+    "total_run_count = t.total_run_count + s.added, "
+    "next_run_at = CASE WHEN t.revision = s.revision THEN s.next_run_at "
+    "ELSE t.next_run_at END "
+    "FROM unnest(CAST(:names AS text[]), CAST(:revisions AS bigint[]), "
+    "CAST(:lasts AS timestamp[]), CAST(:added AS integer[]), CAST(:nexts AS timestamp[])) "
+    "AS s(name, revision, last_run_at, added, next_run_at) "
+    "WHERE t.name = s.name")
+
+
+def _pg_runs_of(task_ids: Sequence[str], *columns: Any) -> Any:
+    """PostgreSQL: ``columns`` of the run rows of ``task_ids`` (passed as one array), found
+    by one probe of the ``task_id`` index per id.
+
+    Beat sends the same statement shapes all the time, so psycopg prepares them and
+    PostgreSQL soon keeps a generic plan.  For an ``IN`` list (or ``= ANY``), a generic
+    plan made while the runs table was small (a new database, before autovacuum analysed
+    it) is a sequential scan comparing every row with every id: after a burst had added
+    tens of thousands of runs, one read of 500 ids took 400-700 ms.  A lateral probe per
+    id (``LIMIT 1`` keeps it from being flattened into a join) costs the same whatever
+    the plan was made from.
+    """
+    names = ", ".join(c.name for c in columns)
+    return text(
+        f"SELECT {names} FROM unnest(CAST(:beatx_ids AS text[])) AS i(beatx_id) "
+        f"CROSS JOIN LATERAL (SELECT {names} FROM beatx_runs WHERE task_id = i.beatx_id "
+        "LIMIT 1) AS r").bindparams(beatx_ids=list(task_ids)).columns(
+            *(Run.__table__.c[c.key] for c in columns))
+
+
+def _db_clock(dialect: str) -> Any:
+    """The database server's current time as a column expression (naive UTC, or text on
+    SQLite; :func:`_aware_utc` reads it)."""
+    if dialect == "postgresql":
+        return literal_column("clock_timestamp() AT TIME ZONE 'UTC'")
+    if dialect in ("mysql", "mariadb"):
+        return func.utc_timestamp(6)
+    # SQLite runs in this process: its clock is this machine's
+    return func.strftime("%Y-%m-%d %H:%M:%f", "now")
+
+
+def _aware_utc(value: Any) -> datetime:
+    """A value of :func:`_db_clock` as an aware UTC time."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_UTC_TIME = DateTimeUTC()
+_PG_DIALECT = postgresql.dialect()
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    """An aware time as the naive UTC value the time columns store (naive input refused)."""
+    return _UTC_TIME.process_bind_param(value, _PG_DIALECT)
 
 
 def _one_of(column: Any, values: Sequence[str]) -> Any:
@@ -530,6 +598,9 @@ class Repository:
             return
         table = Task.__table__
         ordered = sorted(states, key=lambda item: item[0])
+        if session.get_bind().dialect.name == "postgresql":
+            self._save_states_pg(session, ordered)
+            return
         counted = [{"b_name": n, "b_last": last, "b_added": added}
                    for n, _, last, added, _ in ordered if added]
         if counted:
@@ -543,6 +614,22 @@ class Repository:
                                 table.c.revision == bindparam("b_rev"))
             .values(next_run_at=bindparam("b_next")),
             [{"b_name": n, "b_rev": rev, "b_next": nxt} for n, rev, _, _, nxt in ordered])
+
+    def _save_states_pg(
+        self, session: Session,
+        ordered: Sequence[tuple[str, int, datetime | None, int, datetime | None]],
+    ) -> None:
+        """:meth:`save_states` on PostgreSQL: the rows are locked in name order, then updated
+        by one statement that joins the states passed as arrays (two statements per batch
+        instead of two per task; the statement text is the same for every batch)."""
+        names = [n for n, _, _, _, _ in ordered]
+        session.execute(_LOCK_TASKS_PG, {"names": names})
+        session.execute(_SAVE_STATES_PG, {
+            "names": names,
+            "revisions": [rev for _, rev, _, _, _ in ordered],
+            "lasts": [_naive_utc(last) if added else None for _, _, last, added, _ in ordered],
+            "added": [added for _, _, _, added, _ in ordered],
+            "nexts": [_naive_utc(nxt) for _, _, _, _, nxt in ordered]})
 
     def finish_tasks(self, session: Session, names: Sequence[str], now: datetime) -> list[str]:
         """Finish tasks that have no next run (a one-off whose run left): disable them, or
@@ -650,9 +737,11 @@ class Repository:
     def run_statuses(self, session: Session, task_ids: Iterable[str]) -> dict[str, str]:
         """The status of each of ``task_ids`` that has a run row."""
         found: dict[str, str] = {}
+        postgresql = session.get_bind().dialect.name == "postgresql"
         for chunk in _chunks(list(task_ids)):
-            found.update((task_id, status) for task_id, status in session.execute(
-                select(Run.task_id, Run.status).where(Run.task_id.in_(chunk))))
+            stmt = _pg_runs_of(chunk, Run.task_id, Run.status) if postgresql else \
+                select(Run.task_id, Run.status).where(Run.task_id.in_(chunk))
+            found.update((task_id, status) for task_id, status in session.execute(stmt))
         return found
 
     def existing_run_ids(self, session: Session, task_ids: Iterable[str]) -> set[str]:
@@ -1066,16 +1155,7 @@ class Repository:
         """The database server's current time, aware UTC (leases are timed by it, so beats
         on machines whose clocks disagree still agree on who holds a lease)."""
         dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            stmt = select(literal_column("clock_timestamp() AT TIME ZONE 'UTC'"))
-        elif dialect in ("mysql", "mariadb"):
-            stmt = select(func.utc_timestamp(6))
-        else:  # SQLite runs in this process: its clock is this machine's
-            stmt = select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))
-        value = session.execute(stmt).scalar_one()
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return _aware_utc(session.execute(select(_db_clock(dialect))).scalar_one())
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -1084,11 +1164,20 @@ class Repository:
         stmt = select(Lock).where(Lock.name == name)
         if for_update or shared:
             stmt = stmt.with_for_update(read=shared and not for_update)
-            if self.lock_idle_timeout is not None and self.engine.dialect.name == "postgresql":
-                milliseconds = max(1, round(self.lock_idle_timeout * 1000))
-                session.execute(text(
-                    f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
+            idle = self._idle_setting()
+            if idle is not None:
+                session.execute(select(idle))
         return session.scalars(stmt).one_or_none()
+
+    def _idle_setting(self) -> Any:
+        """PostgreSQL, with :attr:`lock_idle_timeout`: the expression that sets this
+        transaction's ``idle_in_transaction_session_timeout`` (``SET LOCAL``), so that a
+        frozen holder of a locked lease row is disconnected; otherwise ``None``."""
+        if self.lock_idle_timeout is None or self.engine.dialect.name != "postgresql":
+            return None
+        milliseconds = max(1, round(self.lock_idle_timeout * 1000))
+        return func.set_config("idle_in_transaction_session_timeout", str(milliseconds),
+                               True)
 
     def insert_lock(self, session: Session, name: str, owner: str, now: datetime,
                     expires_at: datetime, host: str | None, pid: int | None) -> bool:
@@ -1119,12 +1208,20 @@ class Repository:
 
         The row stays share-locked until the caller's transaction ends, so a new holder
         cannot take the lease between this check and the caller's commit: writes made
-        under a passing fence were made by the holder.
+        under a passing fence were made by the holder.  One statement reads the row, the
+        database's time and (PostgreSQL) sets the idle timeout: it runs in every write
+        transaction of the send path.
         """
-        lock = self.get_lock(session, name, shared=True)
-        if lock is None or lock.owner != owner or lock.token != token:
+        columns = [Lock.owner, Lock.token, Lock.expires_at,
+                   _db_clock(session.get_bind().dialect.name)]
+        idle = self._idle_setting()
+        if idle is not None:
+            columns.append(idle)
+        row = session.execute(select(*columns).where(Lock.name == name)
+                              .with_for_update(read=True)).first()
+        if row is None or row[0] != owner or row[1] != token:
             return False
-        return lock.expires_at > self.db_now(session)
+        return row[2] is not None and row[2] > _aware_utc(row[3])
 
     # -- beat instances ------------------------------------------------------------------
 
