@@ -1175,13 +1175,12 @@ class Scheduler(beat.Scheduler):
             entry = self._send_entry(definition, send)
         except Exception as exc:
             return FAILED, f"{type(exc).__name__}: {exc}"
-        try:
-            with signals_deferred():
+        with signals_deferred():  # one block: two signal-mask calls per send, not four
+            try:
                 producer = self.producer
-        except Exception as exc:  # no connection to the broker: nothing can be sent
-            return BROKER_DOWN, exc
-        self._outcome = _MISSING
-        with signals_deferred():
+            except Exception as exc:  # no connection to the broker: nothing can be sent
+                return BROKER_DOWN, exc
+            self._outcome = _MISSING
             self.apply_entry(entry, producer=producer)
         outcome, self._outcome = self._outcome, _MISSING
         if outcome is _MISSING:
