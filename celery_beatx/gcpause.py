@@ -13,7 +13,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["gc_paused", "keep_out_of_collections"]
+__all__ = ["gc_paused"]
 
 
 @contextlib.contextmanager
@@ -28,15 +28,3 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def keep_out_of_collections() -> None:
-    """Move every object alive now out of the cyclic collector's sight (``gc.freeze``).
-
-    Called when beat has loaded its tasks: those objects live as long as beat does, and
-    without this every full collection walks all of them again: with 10,000 tasks loaded
-    a burst of sends spent about 47 ms per full collection, a pause that sends wait
-    behind.  Objects created later are collected as usual; frozen ones that become
-    garbage are still freed by reference counting (beat's slots hold no cycles).
-    """
-    gc.freeze()

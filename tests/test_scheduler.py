@@ -19,26 +19,6 @@ from celery_beatx.scheduler import Scheduler, run_task_id
 from celery_beatx.store.models import Run, Task
 
 UTC = timezone.utc
-def test_the_loaded_tasks_are_kept_out_of_full_collections(app, db_url, clock):
-    """Beat's tasks live as long as beat: after the load, Python's cyclic collector no
-    longer walks them at each full collection (a pause every burst of sends waited on)."""
-    import gc
-
-    admin = BeatAdmin(url=db_url, clock=clock)
-    admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=10)}
-                    for i in range(50)])
-    gc.unfreeze()
-    beat = make(app, clock)
-    try:
-        beat.tick()
-        frozen = gc.get_freeze_count()
-    finally:
-        beat.close()
-        admin.engine.dispose()
-        gc.unfreeze()
-    assert frozen > 0
-
-
 def test_expires_reaches_the_message_as_seconds_or_as_a_time(app, db_url, clock, queue_name):
     admin = BeatAdmin(url=db_url, clock=clock)
     at = clock.now + timedelta(hours=2)

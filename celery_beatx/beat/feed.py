@@ -17,7 +17,7 @@ from typing import Any
 
 from ..alerts import INVALID_SCHEDULE, Alert, AlertCooldown, dispatch
 from ..definitions import CATCHUP_MODES, OVERLAP_MODES, effective_schedule
-from ..gcpause import gc_paused, keep_out_of_collections
+from ..gcpause import gc_paused
 from ..policies import jitter_offset
 from ..schedules.memory import is_in_memory
 from ..states import RUNS_COUNTER
@@ -194,7 +194,6 @@ class Feed:
                 self.heap.put(slot)
         self.revision = revision
         self.save_marks(marks)
-        keep_out_of_collections()
         self.logger.info("beat: loaded %d enabled task(s)", len(self.heap))
         return len(self.heap)
 
