@@ -91,29 +91,25 @@ _SAVE_STATES_PG = text(
     "WHERE t.name = s.name")
 
 
-def _pg_runs_of(task_ids: Sequence[str], *columns: Any) -> Any:
-    """PostgreSQL: ``columns`` of the run rows of ``task_ids`` (passed as one array), found
-    by one probe of the ``task_id`` index per id.
-
-    Beat sends the same statement shapes all the time, so psycopg prepares them and
-    PostgreSQL soon keeps a generic plan.  For an ``IN`` list (or ``= ANY``), a generic
-    plan made while the runs table was small (a new database, before autovacuum analysed
-    it) is a sequential scan comparing every row with every id: after a burst had added
-    tens of thousands of runs, one read of 500 ids took 400-700 ms.  A lateral probe per
-    id (``LIMIT 1`` keeps it from being flattened into a join) costs the same whatever
-    the plan was made from.
-    """
-    names = ", ".join(c.name for c in columns)
-    return text(
-        f"SELECT {names} FROM unnest(CAST(:beatx_ids AS text[])) AS i(beatx_id) "
-        f"CROSS JOIN LATERAL (SELECT {names} FROM beatx_runs WHERE task_id = i.beatx_id "
-        "LIMIT 1) AS r").bindparams(beatx_ids=list(task_ids)).columns(
-            *(Run.__table__.c[c.key] for c in columns))
+#: PostgreSQL: the status of each run among the ``ids`` array, found by one probe of the
+#: ``task_id`` index per id.
+#:
+#: Beat sends the same statement shapes all the time, so psycopg prepares them and
+#: PostgreSQL soon keeps a generic plan.  For an ``IN`` list (or ``= ANY``), a generic plan
+#: made while the runs table was small (a new database, before autovacuum analysed it) is a
+#: sequential scan comparing every row with every id: after a burst had added tens of
+#: thousands of runs, one read of 500 ids took 400-700 ms.  A lateral probe per id
+#: (``LIMIT 1`` keeps it from being flattened into a join) costs the same whatever the plan
+#: was made from.
+_RUN_STATUSES_PG = text(
+    "SELECT r.task_id, r.status FROM unnest(CAST(:ids AS text[])) AS i(task_id) "
+    "CROSS JOIN LATERAL (SELECT task_id, status FROM beatx_runs "
+    "WHERE task_id = i.task_id LIMIT 1) AS r")
 
 
 def _db_clock(dialect: str) -> Any:
     """The database server's current time as a column expression (naive UTC, or text on
-    SQLite; :func:`_aware_utc` reads it)."""
+    SQLite; :func:`_read_db_clock` reads it)."""
     if dialect == "postgresql":
         return literal_column("clock_timestamp() AT TIME ZONE 'UTC'")
     if dialect in ("mysql", "mariadb"):
@@ -122,7 +118,7 @@ def _db_clock(dialect: str) -> Any:
     return func.strftime("%Y-%m-%d %H:%M:%f", "now")
 
 
-def _aware_utc(value: Any) -> datetime:
+def _read_db_clock(value: Any) -> datetime:
     """A value of :func:`_db_clock` as an aware UTC time."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
@@ -627,7 +623,7 @@ class Repository:
         session.execute(_SAVE_STATES_PG, {
             "names": names,
             "revisions": [rev for _, rev, _, _, _ in ordered],
-            "lasts": [_naive_utc(last) if added else None for _, _, last, added, _ in ordered],
+            "lasts": [_naive_utc(last) for _, _, last, _, _ in ordered],
             "added": [added for _, _, _, added, _ in ordered],
             "nexts": [_naive_utc(nxt) for _, _, _, _, nxt in ordered]})
 
@@ -739,9 +735,10 @@ class Repository:
         found: dict[str, str] = {}
         postgresql = session.get_bind().dialect.name == "postgresql"
         for chunk in _chunks(list(task_ids)):
-            stmt = _pg_runs_of(chunk, Run.task_id, Run.status) if postgresql else \
-                select(Run.task_id, Run.status).where(Run.task_id.in_(chunk))
-            found.update((task_id, status) for task_id, status in session.execute(stmt))
+            rows = session.execute(_RUN_STATUSES_PG, {"ids": list(chunk)}) if postgresql \
+                else session.execute(select(Run.task_id, Run.status)
+                                     .where(Run.task_id.in_(chunk)))
+            found.update((task_id, status) for task_id, status in rows)
         return found
 
     def existing_run_ids(self, session: Session, task_ids: Iterable[str]) -> set[str]:
@@ -1155,7 +1152,7 @@ class Repository:
         """The database server's current time, aware UTC (leases are timed by it, so beats
         on machines whose clocks disagree still agree on who holds a lease)."""
         dialect = session.get_bind().dialect.name
-        return _aware_utc(session.execute(select(_db_clock(dialect))).scalar_one())
+        return _read_db_clock(session.execute(select(_db_clock(dialect))).scalar_one())
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -1221,7 +1218,7 @@ class Repository:
                               .with_for_update(read=True)).first()
         if row is None or row[0] != owner or row[1] != token:
             return False
-        return row[2] is not None and row[2] > _aware_utc(row[3])
+        return row[2] is not None and row[2] > _read_db_clock(row[3])
 
     # -- beat instances ------------------------------------------------------------------
 
