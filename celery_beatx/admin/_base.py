@@ -21,7 +21,7 @@ from ..migrate import ensure_schema
 from ..schedules import BaseSchedule, schedule_from_dict
 from ..schedules.memory import MEMORY_GUARDED_FIELDS, in_memory_refusal, is_in_memory
 from ..store.engine import conflict_kind, make_engine
-from ..store.models import Task
+from ..store.models import Task, version_stamp
 from ..store.repository import Repository
 from ..store.rows import definition_of, load_schedule
 from ..values import decode_expires
@@ -264,8 +264,10 @@ class AdminBase:
                 name=spec["name"], enabled=spec["enabled"], source=source, version=1,
                 last_run_at=None, total_run_count=0,
                 next_run_at=first_run_at(effective_schedule(schedule, spec["calendar"]), now),
-                revision=revision, created_at=now, updated_at=now, version_at=now,
-                version_by=self.instance_id, version_comment="created", invalid_reason=None,
+                # version 1 is made with the task: its time and comment are not stored
+                # (see version_stamp)
+                revision=revision, created_at=now, updated_at=now, version_at=None,
+                version_by=self.instance_id, version_comment=None, invalid_reason=None,
                 paused_reason=None, paused_by=None, paused_at=None)
             values.update((states or {}).get(spec["name"], {}))
             view = SimpleNamespace(**values, expires=spec["expires"], loaded=loaded)
@@ -299,8 +301,7 @@ class AdminBase:
         if changed_definition:
             # The version being superseded becomes a snapshot; the new one is the row.
             self.repo.keep_version(session, row.name, row.version, before,
-                                   row.version_at or row.created_at, row.version_by,
-                                   row.version_comment or "")
+                                   *version_stamp(row))
             row.version += 1
             row.version_at, row.version_by, row.version_comment = \
                 now, self.instance_id, comment

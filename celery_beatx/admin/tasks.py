@@ -21,6 +21,7 @@ from ..errors import InvalidSchedule, TaskExists, TaskNotFound, VersionNotFound
 from ..gcpause import gc_paused
 from ..schedules.base import require_aware
 from ..schedules.memory import is_in_memory
+from ..store.models import version_stamp
 from ..store.rows import definition_of, info_from_row, info_from_written, load_schedule
 from ._base import AdminBase, first_run_at
 from .dependencies import drop_dependencies_on
@@ -343,5 +344,4 @@ class TasksMixin(AdminBase):
 
 def _current_version(row: Any) -> Version:
     """The version a task row is at (its snapshot is the row itself)."""
-    return Version(row.version, definition_of(row), row.version_at or row.created_at,
-                   row.version_by, row.version_comment or "")
+    return Version(row.version, definition_of(row), *version_stamp(row))

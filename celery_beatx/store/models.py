@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..values import decode_expires, expires_tag
-from .types import DateTimeUTC, EmptyAsNull, EmptyTextAsNull
+from .types import DateTimeUTC, EmptyAsNull, EmptyTextAsNull, ScheduleJSON
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -77,7 +77,8 @@ class Task(Base):
     #: The key everything refers to a task by (there is no surrogate id: 0008).
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     task: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    schedule: Mapped[dict[str, Any]]
+    #: Stored without a crontab's ``"*"`` fields (see ScheduleJSON).
+    schedule: Mapped[dict[str, Any]] = mapped_column(ScheduleJSON())
     # Empty values are stored as NULL (see EmptyAsNull): most tasks leave these empty.
     args: Mapped[list[Any]] = mapped_column(EmptyAsNull(list), nullable=True)
     kwargs: Mapped[dict[str, Any]] = mapped_column(EmptyAsNull(dict), nullable=True)
@@ -150,6 +151,22 @@ def stored_expires(row: Any) -> Any:
     if row.expires_at is not None:
         return expires_tag(row.expires_at)
     return row.expires_seconds
+
+
+#: The comment of version 1, made with the task (its row stores NULL instead).
+CREATED_COMMENT = "created"
+
+
+def version_stamp(row: Any) -> tuple[datetime, str | None, str]:
+    """When, by whom and why the current version of a task row was made.
+
+    Version 1 is made with the task: its row stores neither that time (``created_at``) nor
+    that comment (:data:`CREATED_COMMENT`), 33 bytes a row on SQLite.
+    ``row``: a :class:`Task`, or a plain row of its columns."""
+    comment = row.version_comment
+    if comment is None:
+        comment = CREATED_COMMENT if row.version == 1 else ""
+    return row.version_at or row.created_at, row.version_by, comment
 
 
 class TaskVersion(Base):

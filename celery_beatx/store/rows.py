@@ -19,7 +19,7 @@ from ..schedules import BaseSchedule, schedule_from_dict
 from ..schedules.memory import is_in_memory
 from ..values import decode, decode_expires
 from .models import stored_expires
-from .types import Undecodable, tolerant_json_loads
+from .types import Undecodable, expand_schedule, tolerant_json_loads
 
 Loaded = tuple[BaseSchedule | None, str | None]
 
@@ -55,7 +55,7 @@ def load_schedule_text(raw: Any) -> tuple[Any, Loaded, bool]:
 
 @functools.lru_cache(maxsize=4096)
 def _load_text_cached(raw: str) -> tuple[Any, Loaded, bool]:
-    data = tolerant_json_loads(raw)
+    data = expand_schedule(tolerant_json_loads(raw))
     return data, load_schedule(data), is_in_memory(data)
 
 

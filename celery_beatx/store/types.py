@@ -93,6 +93,70 @@ class EmptyAsNull(TypeDecorator[Any]):
         return value
 
 
+#: A crontab's fields that default to ``"*"``: its stored form leaves those out.
+CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+
+
+def compact_schedule(value: Any) -> Any:
+    """A schedule's JSON form as stored: a crontab (also inside a composite or calendar
+    schedule) without the fields that are ``"*"`` (half of a daily crontab's bytes).
+    Anything else is returned as it is; ``value`` is never changed."""
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("type")
+    if kind == "crontab":
+        return {k: v for k, v in value.items() if not (k in CRONTAB_FIELDS and v == "*")}
+    inner = value.get("schedule")
+    members = value.get("schedules")
+    if isinstance(inner, dict) or isinstance(members, list):
+        out = dict(value)
+        if isinstance(inner, dict):
+            out["schedule"] = compact_schedule(inner)
+        if isinstance(members, list):
+            out["schedules"] = [compact_schedule(m) for m in members]
+        return out
+    return value
+
+
+def expand_schedule(value: Any) -> Any:
+    """The inverse of :func:`compact_schedule`: every crontab with its five fields, as
+    ``crontab.to_dict()`` gives them (a stored form written before it reads the same)."""
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("type")
+    if kind == "crontab":
+        if all(k in value for k in CRONTAB_FIELDS):
+            return value
+        out = {"type": kind}
+        out.update((k, value.get(k, "*")) for k in CRONTAB_FIELDS)
+        out.update((k, v) for k, v in value.items() if k not in out)
+        return out
+    inner = value.get("schedule")
+    members = value.get("schedules")
+    if isinstance(inner, dict) or isinstance(members, list):
+        out = dict(value)
+        if isinstance(inner, dict):
+            out["schedule"] = expand_schedule(inner)
+        if isinstance(members, list):
+            out["schedules"] = [expand_schedule(m) for m in members]
+        return out
+    return value
+
+
+class ScheduleJSON(TypeDecorator[Any]):
+    """The schedule column: JSON stored in :func:`compact_schedule`'s form and read back in
+    :func:`expand_schedule`'s, so the rest of the code sees every crontab field."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return compact_schedule(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return expand_schedule(value)
+
+
 class EmptyTextAsNull(TypeDecorator[str]):
     """Text whose empty value is stored as SQL ``NULL`` and read back as ``""``."""
 

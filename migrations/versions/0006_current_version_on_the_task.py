@@ -41,17 +41,17 @@ def downgrade() -> None:
     # the snapshot of every task whose current version has none, before the columns go.
     from sqlalchemy.orm import Session
 
-    from celery_beatx.store.models import Task, TaskVersion
+    from celery_beatx.store.models import Task, TaskVersion, version_stamp
     from celery_beatx.store.rows import definition_of
 
     session = Session(bind=op.get_bind())
     stored = set(session.execute(sa.select(TaskVersion.task_name, TaskVersion.version)))
     for row in session.scalars(sa.select(Task)):
         if (row.name, row.version) not in stored:
+            at, by, comment = version_stamp(row)
             session.add(TaskVersion(
                 task_name=row.name, version=row.version, definition=definition_of(row),
-                created_at=row.version_at or row.created_at, created_by=row.version_by,
-                comment=row.version_comment or ""))
+                created_at=at, created_by=by, comment=comment))
     session.flush()
     with dependency_edges_kept(op.get_bind()), \
             op.batch_alter_table("beatx_tasks", schema=None) as batch_op:
