@@ -319,9 +319,11 @@ def test_beat_never_undoes_an_admin_change_it_has_not_polled_yet(app, db_url, cl
 def test_database_refusing_writes_makes_beat_back_off_not_spin(tmp_path, clock, queue_name):
     url = f"sqlite:///{tmp_path}/locked.sqlite3"
     app = Celery("backoff", broker=REDIS, set_as_current=False)
+    # A change poll 5 s away: a first tick slowed down by a loaded machine cannot bring
+    # the next poll close enough to cut the back-off's wait short (1 s poll: 0.3 s seen).
     app.conf.update(beatx_database_url=url, task_default_queue=queue_name,
                     beatx_engine_options={"connect_args": {"timeout": 0.05}},
-                    result_expires=None)
+                    beatx_sync_interval=5, result_expires=None)
     admin = BeatAdmin(url=url, clock=clock)
     admin.add("job", "proj.job", every(seconds=10))
     beat = make(app, clock)
