@@ -1,8 +1,10 @@
-"""Column types: aware-UTC datetimes, portable JSON, and empty values stored as NULL."""
+"""Column types: aware-UTC datetimes, portable JSON, empty values stored as NULL, and the
+schedule column's short form of a crontab."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -97,50 +99,49 @@ class EmptyAsNull(TypeDecorator[Any]):
 CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
 
 
+def _each_crontab(value: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """``value`` with ``change`` applied to every crontab in it (also inside a composite or
+    calendar schedule); ``value`` itself is never changed."""
+    if not isinstance(value, dict):
+        return value
+    if value.get("type") == "crontab":
+        return change(value)
+    inner = value.get("schedule")
+    members = value.get("schedules")
+    if not isinstance(inner, dict) and not isinstance(members, list):
+        return value
+    out = dict(value)
+    if isinstance(inner, dict):
+        out["schedule"] = _each_crontab(inner, change)
+    if isinstance(members, list):
+        out["schedules"] = [_each_crontab(m, change) for m in members]
+    return out
+
+
+def _without_stars(crontab: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in crontab.items() if not (k in CRONTAB_FIELDS and v == "*")}
+
+
+def _with_stars(crontab: dict[str, Any]) -> dict[str, Any]:
+    if all(k in crontab for k in CRONTAB_FIELDS):
+        return crontab
+    out = {"type": crontab["type"]}
+    out.update((k, crontab.get(k, "*")) for k in CRONTAB_FIELDS)
+    out.update((k, v) for k, v in crontab.items() if k not in out)
+    return out
+
+
 def compact_schedule(value: Any) -> Any:
     """A schedule's JSON form as stored: a crontab (also inside a composite or calendar
     schedule) without the fields that are ``"*"`` (half of a daily crontab's bytes).
     Anything else is returned as it is; ``value`` is never changed."""
-    if not isinstance(value, dict):
-        return value
-    kind = value.get("type")
-    if kind == "crontab":
-        return {k: v for k, v in value.items() if not (k in CRONTAB_FIELDS and v == "*")}
-    inner = value.get("schedule")
-    members = value.get("schedules")
-    if isinstance(inner, dict) or isinstance(members, list):
-        out = dict(value)
-        if isinstance(inner, dict):
-            out["schedule"] = compact_schedule(inner)
-        if isinstance(members, list):
-            out["schedules"] = [compact_schedule(m) for m in members]
-        return out
-    return value
+    return _each_crontab(value, _without_stars)
 
 
 def expand_schedule(value: Any) -> Any:
     """The inverse of :func:`compact_schedule`: every crontab with its five fields, as
     ``crontab.to_dict()`` gives them (a stored form written before it reads the same)."""
-    if not isinstance(value, dict):
-        return value
-    kind = value.get("type")
-    if kind == "crontab":
-        if all(k in value for k in CRONTAB_FIELDS):
-            return value
-        out = {"type": kind}
-        out.update((k, value.get(k, "*")) for k in CRONTAB_FIELDS)
-        out.update((k, v) for k, v in value.items() if k not in out)
-        return out
-    inner = value.get("schedule")
-    members = value.get("schedules")
-    if isinstance(inner, dict) or isinstance(members, list):
-        out = dict(value)
-        if isinstance(inner, dict):
-            out["schedule"] = expand_schedule(inner)
-        if isinstance(members, list):
-            out["schedules"] = [expand_schedule(m) for m in members]
-        return out
-    return value
+    return _each_crontab(value, _with_stars)
 
 
 class ScheduleJSON(TypeDecorator[Any]):
