@@ -249,3 +249,71 @@ def test_0008_the_name_is_the_key_both_ways(empty_db):
                                  "created_at, updated_at FROM beatx_tasks WHERE name = 'up'"))
     admin.engine.dispose()
     engine.dispose()
+
+
+#: A crontab task and a composite one as an 0008 release wrote them (every crontab field,
+#: version 1's time and comment on the row), and one at version 2.
+FULL_ROWS = """
+INSERT INTO beatx_tasks (name, task, schedule, enabled, source, jitter, catchup,
+    catchup_limit, overlap, version, version_at, version_comment, total_run_count, revision,
+    created_at, updated_at)
+VALUES
+  ('daily', 't', '{"type": "crontab", "minute": "30", "hour": "4", "day_of_week": "*",
+    "day_of_month": "*", "month_of_year": "*"}', TRUE, 'api', 0, 'once', 100, 'allow', 1,
+   '2026-03-01 12:00:00', 'created', 0, 1, '2026-03-01 12:00:00', '2026-03-01 12:00:00'),
+  ('both', 't', '{"type": "any_of", "schedules": [{"type": "interval", "seconds": 5.0},
+    {"type": "crontab", "minute": "*", "hour": "*", "day_of_week": "1",
+     "day_of_month": "*", "month_of_year": "*"}]}', TRUE, 'api', 0, 'once', 100, 'allow', 1,
+   '2026-03-01 12:00:00', 'created', 0, 1, '2026-03-01 12:00:00', '2026-03-01 12:00:00'),
+  ('edited', 't', '{"type": "interval", "seconds": 10.0}', TRUE, 'api', 0, 'once', 100,
+   'allow', 2, '2026-03-02 12:00:00', 'slower', 0, 2, '2026-03-01 12:00:00',
+   '2026-03-02 12:00:00')
+"""
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_0009_compacts_rows_going_up_and_writes_them_out_going_down(empty_db):
+    """Rows an 0008 release wrote become compact (no '*' crontab fields, no copy of version
+    1's stamp) and read exactly as before; going back writes them out in full again."""
+    import json
+    from datetime import datetime, timezone
+
+    from alembic import command
+    UTC = timezone.utc
+
+    from celery_beatx import BeatAdmin
+
+    engine = make_engine(empty_db)
+    migrate.upgrade(engine, "0008")
+    with engine.begin() as conn:
+        conn.execute(sa.text(FULL_ROWS))
+
+    def stored() -> dict:
+        with engine.connect() as conn:
+            return {name: (json.loads(schedule) if isinstance(schedule, str) else schedule,
+                           at is not None, comment)
+                    for name, schedule, at, comment in conn.execute(sa.text(
+                        "SELECT name, schedule, version_at, version_comment FROM beatx_tasks"))}
+
+    before = stored()
+    migrate.upgrade(engine)
+    after = stored()
+    assert after["daily"] == ({"type": "crontab", "minute": "30", "hour": "4"}, False, None)
+    assert after["both"][0]["schedules"][1] == {"type": "crontab", "day_of_week": "1"}
+    assert after["both"][1:] == (False, None)
+    assert after["edited"] == before["edited"]  # version 2 keeps its own stamp
+    admin = BeatAdmin(url=empty_db)
+    daily = admin.get("daily")
+    read = daily.schedule.to_dict()
+    assert {k: read[k] for k in before["daily"][0]} == before["daily"][0]
+    read = admin.get("both").schedule.to_dict()["schedules"][1]
+    assert {k: read[k] for k in before["both"][0]["schedules"][1]} == \
+        before["both"][0]["schedules"][1]
+    (v1,) = admin.versions("daily")
+    assert (v1.comment, v1.created_at) == ("created", datetime(2026, 3, 1, 12, tzinfo=UTC))
+    assert admin.versions("edited")[-1].comment == "slower"
+    admin.engine.dispose()
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrate.alembic_config(conn), "0008")
+    assert stored() == before
+    engine.dispose()

@@ -119,3 +119,17 @@ def test_beat_loads_the_compact_form(admin, clock):
     assert schedule == crontab(minute=15)
     assert data == crontab(minute=15).to_dict()
     assert schedule.next_after(clock()) - clock() <= timedelta(hours=1)
+
+
+def test_a_driver_that_decodes_the_json_gets_the_full_form_too():
+    """Some drivers hand the schedule column over already decoded: beat expands it the same
+    way as text (a cached text load must not be the only path that does)."""
+    from celery_beatx.store.rows import load_schedule_text
+
+    compact = {"type": "crontab", "minute": "15"}
+    data, (schedule, problem), in_memory = load_schedule_text(compact)
+    assert (problem, in_memory) == (None, False)
+    assert data == {"type": "crontab", "minute": "15", "hour": "*", "day_of_week": "*",
+                    "day_of_month": "*", "month_of_year": "*"}
+    assert schedule == crontab(minute=15)
+    assert compact == {"type": "crontab", "minute": "15"}

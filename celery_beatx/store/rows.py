@@ -49,7 +49,8 @@ def load_schedule_text(raw: Any) -> tuple[Any, Loaded, bool]:
     if isinstance(raw, (bytes, bytearray)):
         raw = bytes(raw).decode("utf-8", "replace")
     if not isinstance(raw, str):  # a driver that decoded it anyway
-        return raw, load_schedule(raw), is_in_memory(raw)
+        data = expand_schedule(raw)
+        return data, load_schedule(data), is_in_memory(data)
     return _load_text_cached(raw)
 
 
