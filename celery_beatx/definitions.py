@@ -7,6 +7,8 @@ in :mod:`celery_beatx.values`.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -79,8 +81,19 @@ def coerce_schedule(value: Any, timezone: str | None = None) -> BaseSchedule:
     if isinstance(value, BaseSchedule):
         return value
     if isinstance(value, Mapping):
-        return schedule_from_dict(dict(value))
+        try:
+            key = json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError):  # not JSON: schedule_from_dict says what is wrong
+            return schedule_from_dict(dict(value))
+        return _schedule_from_json(key)
     return from_celery(value, app_timezone=timezone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _schedule_from_json(key: str) -> BaseSchedule:
+    """One parsed schedule per distinct ``to_dict()`` form (schedules are immutable): an
+    import of 10,000 daily crontabs parses each distinct crontab once."""
+    return schedule_from_dict(json.loads(key))
 
 
 def _name(value: Any, field_name: str) -> str:

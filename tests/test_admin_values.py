@@ -320,3 +320,18 @@ def test_large_batches_are_written_in_bounded_statements(admin):
     doc["tasks"][1]["args"] = ["changed"]
     admin.import_state(doc)  # merge: 60 updates, 60 new versions
     assert admin.get("t1").args == ["changed"] and admin.get("t59").args == [big]
+
+
+def test_export_writes_one_task_per_line(tmp_path):
+    """An export lists one task per line (a diff of two exports names the changed tasks)
+    and is one JSON document."""
+    admin = BeatAdmin(url=f"sqlite:///{tmp_path}/one-per-line.db")
+    assert json.loads(admin.export_state())["tasks"] == []
+    for name in ("a", "b", "c"):
+        admin.add(name, "proj.t", every(seconds=30), kwargs={"nested": {"x": [1, 2]}})
+    doc = admin.export_state()
+    lines = doc.splitlines()
+    assert len(lines) == 5 and lines[-1] == "]}"
+    assert [json.loads(line.rstrip(","))["name"] for line in lines[1:4]] == ["a", "b", "c"]
+    assert [t["kwargs"] for t in json.loads(doc)["tasks"]] == [{"nested": {"x": [1, 2]}}] * 3
+    admin.engine.dispose()

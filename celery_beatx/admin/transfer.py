@@ -47,8 +47,15 @@ class TransferMixin(AdminBase):
                           paused_reason=r.paused_reason if r.paused_at else None,
                           paused_by=r.paused_by if r.paused_at else None)
                      for r in rows]
-        return json.dumps({"format": EXPORT_FORMAT, "exported_at": _iso(self._now()),
-                           "tasks": tasks}, indent=2, sort_keys=True, default=repr)
+        # One task per line: a diff of two exports shows the tasks that changed, and each
+        # line goes through json's C encoder (``indent`` would take the pure-Python one,
+        # about half of a 10,000-task export's time).
+        head = (f'{{"exported_at": {json.dumps(_iso(self._now()))}, '
+                f'"format": {json.dumps(EXPORT_FORMAT)}, "tasks": [')
+        if not tasks:
+            return head + "]}\n"
+        return head + "\n" + ",\n".join(
+            "  " + json.dumps(t, sort_keys=True, default=repr) for t in tasks) + "\n]}\n"
 
     @gc_paused()  # the document, specs and rows built here all stay alive
     def import_state(self, document: str | Mapping[str, Any], mode: str = "merge") -> int:
