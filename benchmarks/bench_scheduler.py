@@ -492,6 +492,13 @@ JOBS = {"setup": job_setup, "core": job_core, "send": job_send, "lateness": job_
 
 def run_job(job: dict[str, Any]) -> None:
     """Worker-process entry point: one job, one result line."""
+    profile_to = os.environ.get("BENCH_PROFILE")  # a path prefix: cProfile each job to it
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         result = JOBS[job["kind"]](job)
     except Exception as exc:
@@ -499,6 +506,11 @@ def run_job(job: dict[str, Any]) -> None:
         result = {"error": f"{type(exc).__name__}: {str(exc)[:300]} "
                            f"({os.path.basename(last.filename)}:{last.lineno})",
                   "traceback": traceback.format_exc()}
+    if profiler is not None:
+        profiler.disable()
+        where = "-".join(str(job.get(k, "")) for k in ("kind", "system", "backend", "n"))
+        broker = job.get("broker_url", "").split(":")[0]
+        profiler.dump_stats(f"{profile_to}.{where}{'-' + broker if broker else ''}.prof")
     sys.stdout.write(MARKER + json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
 
