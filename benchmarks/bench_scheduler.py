@@ -508,9 +508,9 @@ def run_job(job: dict[str, Any]) -> None:
                   "traceback": traceback.format_exc()}
     if profiler is not None:
         profiler.disable()
-        where = "-".join(str(job.get(k, "")) for k in ("kind", "system", "backend", "n"))
-        broker = job.get("broker_url", "").split(":")[0]
-        profiler.dump_stats(f"{profile_to}.{where}{'-' + broker if broker else ''}.prof")
+        parts = [job.get(k) for k in ("kind", "system", "backend", "n")]
+        parts.append(job.get("broker_url", "").split(":")[0])
+        profiler.dump_stats(f"{profile_to}.{'-'.join(str(p) for p in parts if p)}.prof")
     sys.stdout.write(MARKER + json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
 

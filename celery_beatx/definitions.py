@@ -82,8 +82,12 @@ def coerce_schedule(value: Any, timezone: str | None = None) -> BaseSchedule:
         return value
     if isinstance(value, Mapping):
         try:
-            key = json.dumps(value, sort_keys=True)
-        except (TypeError, ValueError):  # not JSON: schedule_from_dict says what is wrong
+            key: str | None = json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError):
+            key = None
+        if key is None or json.loads(key) != value:
+            # Not plain JSON (a tuple, a key that is not a string, NaN...): validated as it
+            # is, so schedule_from_dict refuses what JSON would have quietly converted.
             return schedule_from_dict(dict(value))
         return _schedule_from_json(key)
     return from_celery(value, app_timezone=timezone)

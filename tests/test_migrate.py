@@ -285,13 +285,34 @@ def test_0009_compacts_rows_going_up_and_writes_them_out_going_down(empty_db):
 
     engine = make_engine(empty_db)
     migrate.upgrade(engine, "0008")
+    columns = ("name, task, schedule, enabled, source, jitter, catchup, catchup_limit, "
+               "overlap, version, version_at, version_comment, total_run_count, revision, "
+               "created_at, updated_at")
+    values = ", ".join(f":{c.strip()}" for c in columns.split(","))
+    many = [{"name": f"many{i:05d}", "task": "t", "schedule": json.dumps(
+                {"type": "crontab", "minute": str(i % 60), "hour": "*", "day_of_week": "*",
+                 "day_of_month": "*", "month_of_year": "*"}),
+             "enabled": True, "source": "api", "jitter": 0, "catchup": "once",
+             "catchup_limit": 100, "overlap": "allow", "version": 1,
+             "version_at": "2026-03-05 12:00:00", "version_comment": "imported",
+             "total_run_count": 0, "revision": 10 + i, "created_at": "2026-03-01 12:00:00",
+             "updated_at": "2026-03-01 12:00:00"} for i in range(2_100)]  # > one page
     with engine.begin() as conn:
         conn.execute(sa.text(FULL_ROWS))
+        conn.execute(sa.text(f"INSERT INTO beatx_tasks ({columns}) VALUES ({values})"), many)
+        if engine.dialect.name == "sqlite":  # the only one that stores broken JSON
+            conn.execute(sa.text(f"INSERT INTO beatx_tasks ({columns}) VALUES ({values})"),
+                         dict(many[0], name="broken", schedule='{"type": "crontab", '))
 
     def stored() -> dict:
+        def decoded(schedule):
+            try:
+                return json.loads(schedule) if isinstance(schedule, str) else schedule
+            except ValueError:
+                return schedule
+
         with engine.connect() as conn:
-            return {name: (json.loads(schedule) if isinstance(schedule, str) else schedule,
-                           at is not None, comment)
+            return {name: (decoded(schedule), at is not None, comment)
                     for name, schedule, at, comment in conn.execute(sa.text(
                         "SELECT name, schedule, version_at, version_comment FROM beatx_tasks"))}
 
@@ -302,6 +323,10 @@ def test_0009_compacts_rows_going_up_and_writes_them_out_going_down(empty_db):
     assert after["both"][0]["schedules"][1] == {"type": "crontab", "day_of_week": "1"}
     assert after["both"][1:] == (False, None)
     assert after["edited"] == before["edited"]  # version 2 keeps its own stamp
+    # every page compacted; a version 1 that is not "created" keeps its stamp
+    assert after["many02099"] == ({"type": "crontab", "minute": "59"}, True, "imported")
+    assert all(len(after[f"many{i:05d}"][0]) == 2 for i in range(2_100))
+    assert after.get("broken") == before.get("broken")  # left for beat to mark invalid
     admin = BeatAdmin(url=empty_db)
     daily = admin.get("daily")
     read = daily.schedule.to_dict()

@@ -184,3 +184,21 @@ def test_config_entry_extra_keys_go_to_our_fields_or_are_ignored(caplog):
     assert "owner" not in fields and "relative" not in fields
     assert "'owner' is not used" in caplog.text
     validate_fields(dict(DEFAULTS, name="nightly", enabled=True, **fields))
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"type": "custom", "name": "fn", "params": {"m": {1: "x"}}}, "key 1 is not a string"),
+    ({"type": "any_of", "schedules": ({"type": "interval", "seconds": 5},)}, "is not a list"),
+])
+def test_a_schedule_dict_that_json_would_change_is_refused_as_given(given, message):
+    """Equal schedule dicts share one parsed schedule, but a dict that only JSON's
+    conversion would make valid (an integer key, a tuple) is still refused."""
+    from celery_beatx.definitions import coerce_schedule
+
+    for _ in range(2):  # also after its JSON twin was parsed and cached
+        with pytest.raises(InvalidSchedule, match=message):
+            coerce_schedule(given)
+        twin = {"type": "custom", "name": "fn", "params": {"m": {"1": "x"}}} \
+            if given["type"] == "custom" else \
+            {"type": "any_of", "schedules": [{"type": "interval", "seconds": 5}]}
+        assert coerce_schedule(twin) == coerce_schedule(dict(twin))

@@ -53,9 +53,9 @@ class TransferMixin(AdminBase):
         head = (f'{{"exported_at": {json.dumps(_iso(self._now()))}, '
                 f'"format": {json.dumps(EXPORT_FORMAT)}, "tasks": [')
         if not tasks:
-            return head + "]}\n"
+            return head + "]}"
         return head + "\n" + ",\n".join(
-            "  " + json.dumps(t, sort_keys=True, default=repr) for t in tasks) + "\n]}\n"
+            "  " + json.dumps(t, sort_keys=True, default=repr) for t in tasks) + "\n]}"
 
     @gc_paused()  # the document, specs and rows built here all stay alive
     def import_state(self, document: str | Mapping[str, Any], mode: str = "merge") -> int:

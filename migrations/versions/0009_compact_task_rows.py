@@ -3,8 +3,9 @@ version 1 stores neither its version time (it is ``created_at``) nor its version
 (it is ``'created'``).
 
 The schema does not change.  The revision exists so that a release from before it, which
-reads every crontab field and a version-1 row's stamp from the row, refuses a database
-written by this one (``SchemaOutOfDate``) instead of misreading it.  Going up rewrites
+reads every crontab field and a version-1 row's stamp from the row, does not start on a
+database written by this one instead of misreading it (``SchemaOutOfDate`` with
+``beatx_auto_migrate`` off; with it on, Alembic cannot find revision 0009).  Going up rewrites
 existing rows in the compact form (rows left as they were read the same; this only makes
 them smaller); going down writes every row in the full form again.
 
@@ -22,7 +23,12 @@ import sqlalchemy as sa
 from alembic import op
 
 from celery_beatx.store.models import CREATED_COMMENT
-from celery_beatx.store.types import compact_schedule, expand_schedule
+from celery_beatx.store.types import (
+    Undecodable,
+    compact_schedule,
+    expand_schedule,
+    tolerant_json_loads,
+)
 
 revision = "0009"
 down_revision = "0008"
@@ -42,19 +48,25 @@ def _rewrite_schedules(change: Callable[[Any], Any]) -> None:
     """``schedule = change(schedule)`` on every task row holding a crontab, a page of
     rows (by name) at a time, one ``executemany`` per page."""
     bind = op.get_bind()
-    holds_crontab = sa.cast(TASKS.c.schedule, sa.Text()).like('%"crontab"%')
+    # Read as text and decoded here: a row whose JSON is broken is left as it is (beat
+    # marks it invalid), whichever engine, and JSON decoder, runs the migration.
+    text = sa.cast(TASKS.c.schedule, sa.Text())
+    holds_crontab = text.like('%"crontab"%')
     update = (TASKS.update().where(TASKS.c.name == sa.bindparam("key"))
               .values(schedule=sa.bindparam("value", type_=sa.JSON())))
     after = ""
     while True:
         page = bind.execute(
-            sa.select(TASKS.c.name, TASKS.c.schedule)
+            sa.select(TASKS.c.name, text)
             .where(holds_crontab, TASKS.c.name > after)
             .order_by(TASKS.c.name).limit(BATCH)).all()
         if not page:
             return
         changed = []
-        for name, value in page:
+        for name, raw in page:
+            value = tolerant_json_loads(raw)
+            if isinstance(value, Undecodable):
+                continue
             new = change(value)
             if new != value:
                 changed.append({"key": name, "value": new})
