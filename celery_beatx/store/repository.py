@@ -344,6 +344,21 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
     connection.exec_driver_sql(compiled.string, params)
 
 
+# Statements the change feed runs on every poll, built once (building one costs about as
+# much as a round trip to a local database).
+_COUNTERS = select(Counter.name, Counter.value).where(
+    Counter.name.in_(bindparam("names", expanding=True)))
+_CHANGED_TASKS = select(Task).where(
+    Task.revision > bindparam("after"), Task.revision <= bindparam("upto")
+).order_by(Task.revision)
+_REMOVED_TASKS = select(Tombstone).where(
+    Tombstone.revision > bindparam("after"), Tombstone.revision <= bindparam("upto")
+).order_by(Tombstone.revision)
+_OPEN_ALERTS_OF = select(Alert).where(
+    Alert.kind.in_(bindparam("kinds", expanding=True)), Alert.resolved_at.is_(None),
+    Alert.task_name.in_(bindparam("names", expanding=True)))
+
+
 class Repository:
     """Data access for tasks, their versions, the change feed and runs."""
 
@@ -411,8 +426,7 @@ class Repository:
 
     def counters(self, session: Session, names: Sequence[str]) -> dict[str, int]:
         """The values of counters ``names`` in one read (a missing counter is 0)."""
-        found = dict(session.execute(select(Counter.name, Counter.value)
-                                     .where(Counter.name.in_(list(names)))).all())
+        found = dict(session.execute(_COUNTERS, {"names": list(names)}).all())
         return {name: int(found.get(name) or 0) for name in names}
 
     def current_revision(self, session: Session) -> int:
@@ -434,14 +448,9 @@ class Repository:
             upto = self.current_revision(session)
         if upto <= revision:
             return [], [], revision
-        tasks = list(session.scalars(
-            select(Task).where(Task.revision > revision, Task.revision <= upto)
-            .order_by(Task.revision)
-        ))
-        gone = list(session.scalars(
-            select(Tombstone).where(Tombstone.revision > revision, Tombstone.revision <= upto)
-            .order_by(Tombstone.revision)
-        ))
+        window = {"after": revision, "upto": upto}
+        tasks = list(session.scalars(_CHANGED_TASKS, window))
+        gone = list(session.scalars(_REMOVED_TASKS, window))
         return tasks, gone, upto
 
     # -- tasks ---------------------------------------------------------------------------
@@ -997,13 +1006,14 @@ class Repository:
                     ) -> list[Alert]:
         """Alerts of ``kinds`` not resolved yet (of the tasks ``names``, or all), newest
         first."""
-        base = select(Alert).where(Alert.kind.in_(list(kinds)), Alert.resolved_at.is_(None))
         if names is None:
-            stmt = base.order_by(Alert.at.desc(), Alert.id.desc())
+            stmt = select(Alert).where(Alert.kind.in_(list(kinds)), Alert.resolved_at.is_(None)
+                                       ).order_by(Alert.at.desc(), Alert.id.desc())
             return list(session.scalars(stmt.limit(limit) if limit else stmt))
         found: list[Alert] = []
         for chunk in _chunks(sorted(set(names))):
-            found.extend(session.scalars(base.where(Alert.task_name.in_(chunk))))
+            found.extend(session.scalars(_OPEN_ALERTS_OF, {"kinds": list(kinds),
+                                                           "names": chunk}))
         return found
 
     def count_open_alerts(self, session: Session, kinds: Sequence[str]) -> int:
