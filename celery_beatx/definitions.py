@@ -7,7 +7,6 @@ in :mod:`celery_beatx.values`.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from .alerts import AlertConfig
 from .errors import InvalidSchedule
 from .policies import MAX_CATCHUP, RetryPolicy
 from .schedules import BaseSchedule, Calendar, calendar_filtered, from_celery, schedule_from_dict
+from .schedules.base import schedule_from_json
 from .values import (
     DESCRIPTION_MAX,
     JITTER_MAX,
@@ -89,15 +89,8 @@ def coerce_schedule(value: Any, timezone: str | None = None) -> BaseSchedule:
             # Not plain JSON (a tuple, a key that is not a string, NaN...): validated as it
             # is, so schedule_from_dict refuses what JSON would have quietly converted.
             return schedule_from_dict(dict(value))
-        return _schedule_from_json(key)
+        return schedule_from_json(key)  # an import parses each distinct schedule once
     return from_celery(value, app_timezone=timezone)
-
-
-@functools.lru_cache(maxsize=1024)
-def _schedule_from_json(key: str) -> BaseSchedule:
-    """One parsed schedule per distinct ``to_dict()`` form (schedules are immutable): an
-    import of 10,000 daily crontabs parses each distinct crontab once."""
-    return schedule_from_dict(json.loads(key))
 
 
 def _name(value: Any, field_name: str) -> str:

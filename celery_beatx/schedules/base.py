@@ -5,6 +5,8 @@ Schedules are immutable values: pure computation on aware datetimes, no I/O, no 
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -126,6 +128,17 @@ def schedule_from_dict(data: dict[str, Any]) -> BaseSchedule:
     if cls is None:
         raise InvalidSchedule(f"schedule type {kind!r} is unknown", "type")
     return cls.from_dict(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def schedule_from_json(text: str) -> BaseSchedule:
+    """:func:`schedule_from_dict` of a schedule's JSON text (its ``to_dict()`` form, keys
+    sorted), parsed once per distinct text: schedules are immutable, so the admin's bulk
+    calls and beat's start-up share one object among equal schedules.
+
+    :raises InvalidSchedule: as :func:`schedule_from_dict` (a failure is not remembered).
+    """
+    return schedule_from_dict(json.loads(text))
 
 
 @register_kind

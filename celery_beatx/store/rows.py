@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from ..definitions import CATCHUP_MODES, DEFAULTS, DEFINITION_FIELDS, OVERLAP_MODES, TaskInfo
-from ..schedules import BaseSchedule, schedule_from_dict
+from ..schedules import BaseSchedule
+from ..schedules.base import schedule_from_json
 from ..schedules.memory import is_in_memory
 from ..values import decode, decode_expires
 from .models import stored_expires
@@ -63,7 +64,7 @@ def _load_text_cached(raw: str) -> tuple[Any, Loaded, bool]:
 @functools.lru_cache(maxsize=4096)
 def _load_schedule_cached(key: str) -> Loaded:
     try:
-        return schedule_from_dict(json.loads(key)), None
+        return schedule_from_json(key), None
     except Exception as exc:  # a broken row must never stop a listing or beat
         return None, f"{type(exc).__name__}: {exc}"
 
