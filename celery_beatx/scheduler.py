@@ -120,25 +120,34 @@ def _seconds(value: Any, default: float) -> float:
     return max(float(value), 0.0)
 
 
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
+_DEFERRED = frozenset({signal.SIGTERM, signal.SIGINT})
+_CAN_MASK = hasattr(signal, "pthread_sigmask")
+
+
+class signals_deferred:  # noqa: N801 - used like a function: ``with signals_deferred():``
     """Hold SIGTERM/SIGINT until the block ends (main thread only).
 
     Celery's beat handles SIGTERM by closing the scheduler and raising ``SystemExit``
     wherever the main thread is; inside a database transaction or a publish that could leave
     a half-written batch, and some drivers turn the exception into an error of their own.
     The blocks wrapped in this are short (one transaction, one publish), so the signal is
-    only delayed, and is handled at a point where the state is consistent.
+    only delayed, and is handled at a point where the state is consistent.  (A class, not a
+    generator context manager: it wraps every publish.)
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    __slots__ = ("previous",)
+
+    def __init__(self) -> None:
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if _CAN_MASK and threading.current_thread() is threading.main_thread():
+            self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
+            self.previous = None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -404,6 +413,7 @@ class Scheduler(beat.Scheduler):
         self._last_stuck = float("-inf")
         self._last_alert_prune = float("-inf")
         self._equivalents: dict[Any, Any] = {}
+        self._equivalents_by_id: dict[int, tuple[Any, Any]] = {}
         super().__init__(app, *args, lazy=True, **kwargs)
         # Beat must wake at least every sync interval to read changes and keep its lease: the
         # loop interval (``beat_max_loop_interval``) defaults to it and never exceeds it, as
@@ -1243,9 +1253,11 @@ class Scheduler(beat.Scheduler):
         headers = dict(options.pop("headers", None) or {})
         headers["beatx_run"] = run
         options.update(task_id=send.task_id, headers=headers)
+        # A task never run before shows this run's scheduled time as its last run (not
+        # "now" by its Celery schedule's clock, which costs a time-zone conversion per send).
         return self.Entry(name=send.name, task=fields["task"], args=fields["args"],
                           kwargs=fields["kwargs"], options=options, app=self.app,
-                          last_run_at=definition.last_run_at,
+                          last_run_at=definition.last_run_at or send.scheduled_at,
                           total_run_count=definition.total_run_count,
                           schedule=None if fields["calendar"] else
                           self._celery_schedule(
@@ -1258,14 +1270,23 @@ class Scheduler(beat.Scheduler):
         when Celery has no equivalent.  One object per distinct schedule."""
         if schedule is None:
             return None
+        # By identity first (parsed schedules are shared, see ``schedule_from_json``):
+        # hashing one serialises it.  The identity map holds the schedule, so its id is not
+        # reused while it is a key.
+        known = self._equivalents_by_id.get(id(schedule))
+        if known is not None:
+            return known[1]
         try:
-            return self._equivalents[schedule]
+            found = self._equivalents[schedule]
         except KeyError:
             if len(self._equivalents) > 4096:
                 self._equivalents.clear()
             found = self._equivalents[schedule] = celery_equivalent(
                 schedule, self.app, self.beatx.timezone)
-            return found
+        if len(self._equivalents_by_id) > 4096:
+            self._equivalents_by_id.clear()
+        self._equivalents_by_id[id(schedule)] = (schedule, found)
+        return found
 
     def _ensure_connected(self) -> Any:
         """Connect to the broker for :attr:`producer` with one bounded attempt.

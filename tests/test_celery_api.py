@@ -482,3 +482,41 @@ def test_apply_entry_sees_a_celery_schedule_equal_to_the_stored_one(live_app, db
     assert nightly.minute == set(range(0, 60, 5)) and nightly.hour == set(range(24))
     assert seen["elsewhere"] is None and seen["anchored"] is None
     assert "calendared" in seen and seen["calendared"] is None  # Celery has no calendars
+
+
+def test_apply_entry_sees_the_last_run_of_the_task(live_app, db_url, clock, queue_name):
+    """The entry handed to ``apply_entry`` shows the task's last run; a task that never ran
+    shows the scheduled time of the run being sent.  Tasks with equal schedules share one
+    Celery schedule object."""
+    seen: list[tuple[str, datetime, datetime, object]] = []
+
+    class Watching(Scheduler):
+        def apply_entry(self, entry, producer=None):
+            run = entry.options["headers"]["beatx_run"]
+            seen.append((entry.name, entry.last_run_at,
+                         datetime.fromisoformat(run["scheduled_at"]), entry.schedule))
+            return super().apply_entry(entry, producer=producer)
+
+    admin = BeatAdmin(url=db_url, clock=clock)
+    admin.add("a", "proj.a", every(seconds=30))
+    admin.add("b", "proj.b", every(seconds=30))
+    beat = Watching(live_app, clock=clock)
+    try:
+        clock.advance(seconds=31)
+        first_tick = clock.now
+        for _ in range(3):
+            beat.tick()
+        clock.advance(seconds=30)
+        for _ in range(3):
+            beat.tick()
+    finally:
+        beat.close()
+        admin.engine.dispose()
+    first = [s for s in seen if s[1] == s[2]]
+    assert sorted(s[0] for s in first) == ["a", "b"], seen
+    later = [s for s in seen if s not in first]
+    assert sorted(s[0] for s in later) == ["a", "b"], seen
+    assert all(s[1] == first_tick and s[2] > first_tick - timedelta(seconds=1)
+               for s in later), seen
+    schedules = {id(s[3]) for s in seen}
+    assert len(schedules) == 1 and isinstance(seen[0][3], celery_schedule)

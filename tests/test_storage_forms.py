@@ -133,3 +133,29 @@ def test_a_driver_that_decodes_the_json_gets_the_full_form_too():
                     "day_of_month": "*", "month_of_year": "*"}
     assert schedule == crontab(minute=15)
     assert compact == {"type": "crontab", "minute": "15"}
+
+
+def test_beat_reads_the_same_definition_from_a_plain_row_as_from_the_model(admin, clock):
+    """Beat reads each due task as a plain row, by column position; the admin reads model
+    objects.  Both give the same definition, in the same key order, whichever column
+    ``expires`` is stored in."""
+    from celery_beatx.store.rows import checked_definition, definition_of
+
+    admin.add("plain", "proj.t", every(seconds=30), args=[1, "x"], kwargs={"k": [2]},
+              queue="q", priority=3, headers={"h": "v"}, tags=["a", "b"])
+    admin.add("seconds", "proj.t", every(seconds=30), expires=90)
+    admin.add("absolute", "proj.t", every(seconds=30), expires=clock() + timedelta(hours=2),
+              description="at a time")
+    names = ["absolute", "plain", "seconds"]
+    with admin.repo.transaction(readonly=True) as session:
+        rows = admin.repo.task_rows(session, names)
+        models = admin.repo.get_tasks(session, names)
+        assert [r.name for r in rows] == [m.name for m in models] == names
+        for row, model in zip(rows, models):
+            plain, orm = definition_of(row), definition_of(model)
+            assert plain == orm and list(plain) == list(orm)
+            assert checked_definition(row) == checked_definition(model)
+    by_name = {r.name: definition_of(r) for r in rows}
+    assert by_name["plain"]["args"] == [1, "x"] and by_name["plain"]["queue"] == "q"
+    assert by_name["seconds"]["expires"] == 90
+    assert checked_definition(rows[0])[0]["expires"] == clock() + timedelta(hours=2)

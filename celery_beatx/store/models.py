@@ -144,6 +144,11 @@ class Tombstone(Base):
     removed_at: Mapped[datetime]
 
 
+#: The column attributes of :class:`Task`, in the order ``Repository.task_rows`` selects
+#: them (the keys of its plain rows).
+TASK_COLUMNS: tuple[str, ...] = tuple(attr.key for attr in Task.__mapper__.column_attrs)
+
+
 def stored_expires(row: Any) -> Any:
     """A task's ``expires`` in its stored (JSON) form, kept in two columns: seconds
     (``expires``), or an absolute time (``expires_at``) as kombu's form of a datetime.

@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import (
+    TASK_COLUMNS,
     Alert,
     Counter,
     Dependency,
@@ -58,7 +59,7 @@ STATE_FIELDS = ("last_run_at", "total_run_count", "next_run_at")
 NO_SYNC = {"synchronize_session": False}
 CHUNK = 500
 #: Every column of a task, under the model's attribute names (see ``Repository.task_rows``).
-_TASK_ATTRIBUTES = [getattr(Task, attr.key) for attr in Task.__mapper__.column_attrs]
+_TASK_ATTRIBUTES = [getattr(Task, key) for key in TASK_COLUMNS]
 #: The most bytes of JSON one flush writes (about): the ORM sends many rows in one INSERT,
 #: and MySQL/MariaDB refuse a statement larger than ``max_allowed_packet`` (16 MiB by
 #: default) by dropping the connection.
@@ -348,6 +349,8 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
 # much as a round trip to a local database).
 _COUNTERS = select(Counter.name, Counter.value).where(
     Counter.name.in_(bindparam("names", expanding=True)))
+_TASK_ROWS = select(*_TASK_ATTRIBUTES).where(
+    Task.name.in_(bindparam("names", expanding=True))).order_by(Task.name)
 _CHANGED_TASKS = select(Task).where(
     Task.revision > bindparam("after"), Task.revision <= bindparam("upto")
 ).order_by(Task.revision)
@@ -478,8 +481,7 @@ class Repository:
         send, without building (and tracking) an ORM object per task."""
         found: list[Any] = []
         for chunk in _chunks(sorted(names)):
-            found.extend(session.execute(
-                select(*_TASK_ATTRIBUTES).where(Task.name.in_(chunk)).order_by(Task.name)))
+            found.extend(session.execute(_TASK_ROWS, {"names": chunk}))
         return found
 
     def existing_names(self, session: Session, names: Iterable[str]) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -18,8 +19,8 @@ from ..definitions import CATCHUP_MODES, DEFAULTS, DEFINITION_FIELDS, OVERLAP_MO
 from ..schedules import BaseSchedule
 from ..schedules.base import schedule_from_json
 from ..schedules.memory import is_in_memory
-from ..values import decode, decode_expires
-from .models import stored_expires
+from ..values import decode, decode_expires, expires_tag
+from .models import TASK_COLUMNS, stored_expires
 from .types import Undecodable, expand_schedule, tolerant_json_loads
 
 Loaded = tuple[BaseSchedule | None, str | None]
@@ -110,9 +111,24 @@ _SHAPES: dict[str, Any] = {
 }
 
 
+#: Where each definition field sits in a plain row of :data:`TASK_COLUMNS` (``expires``:
+#: its seconds column; an ``expires_at`` replaces it).
+_ROW_DEFINITION = operator.itemgetter(*(
+    TASK_COLUMNS.index("expires_seconds" if key == "expires" else key)
+    for key in DEFINITION_FIELDS))
+_ROW_EXPIRES_AT = TASK_COLUMNS.index("expires_at")
+
+
 def definition_of(row: Any) -> dict[str, Any]:
     """The stored definition of a task row (what a version snapshot holds): a model object,
     or a plain row of its columns (``Repository.task_rows``)."""
+    if getattr(row, "_fields", None) == TASK_COLUMNS:
+        # A plain row of every column, read by position: beat reads one per send.
+        fields = dict(zip(DEFINITION_FIELDS, _ROW_DEFINITION(row)))
+        at = row[_ROW_EXPIRES_AT]
+        if at is not None:
+            fields["expires"] = expires_tag(at)
+        return fields
     expires = stored_expires(row)  # a plain row has no ``expires`` property
     return {key: expires if key == "expires" else getattr(row, key)
             for key in DEFINITION_FIELDS}
