@@ -131,23 +131,32 @@ class signals_deferred:  # noqa: N801 - used like a function: ``with signals_def
     wherever the main thread is; inside a database transaction or a publish that could leave
     a half-written batch, and some drivers turn the exception into an error of their own.
     The blocks wrapped in this are short (one transaction, one publish), so the signal is
-    only delayed, and is handled at a point where the state is consistent.  (A class, not a
+    only delayed, and is handled at a point where the state is consistent.  Nested blocks
+    cost no system call: only the outermost one masks and restores.  (A class, not a
     generator context manager: it wraps every publish.)
     """
 
-    __slots__ = ("previous",)
+    __slots__ = ("outer",)
+    #: How many blocks the main thread is in.
+    depth = 0
 
     def __init__(self) -> None:
-        self.previous: Any = None
+        self.outer: Any = None
 
     def __enter__(self) -> None:
-        if _CAN_MASK and threading.current_thread() is threading.main_thread():
-            self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        if not _CAN_MASK or threading.current_thread() is not threading.main_thread():
+            return
+        if signals_deferred.depth == 0:
+            self.outer = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        signals_deferred.depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
-            self.previous = None
+        if not _CAN_MASK or threading.current_thread() is not threading.main_thread():
+            return
+        signals_deferred.depth -= 1
+        if self.outer is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.outer)
+            self.outer = None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -1185,7 +1194,7 @@ class Scheduler(beat.Scheduler):
             entry = self._send_entry(definition, send)
         except Exception as exc:
             return FAILED, f"{type(exc).__name__}: {exc}"
-        with signals_deferred():  # one block: two signal-mask calls per send, not four
+        with signals_deferred():  # inside a batch (already deferred): no system call
             try:
                 producer = self.producer
             except Exception as exc:  # no connection to the broker: nothing can be sent

@@ -292,3 +292,23 @@ def test_mark_stuck_with_thousands_of_tasks_costs_a_few_statements(admin, clock)
         sa.event.remove(admin.engine, "before_cursor_execute", count)
     assert [name for name, _, _ in marked] == ["task-3"]
     assert len(used) == 2  # one read of the candidates, one update
+
+
+@pytest.mark.parametrize("name", ["job", "", "naïve ß €", "emoji 😀", "nul\x00in name"])
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "Asia/Kolkata"])
+def test_run_task_ids_are_uuid5_of_name_time_and_attempt(name, zone):
+    """The id of a run is ``uuid5(RUN_NAMESPACE, name NUL UTC-ISO-time NUL attempt)``
+    whatever zone the time is given in: ids written by earlier releases stay the ids of the
+    same runs (beat's own computation must not drift from this definition)."""
+    import uuid
+    from zoneinfo import ZoneInfo
+
+    from celery_beatx.beat.dispatch import RUN_NAMESPACE
+
+    at = datetime(2026, 3, 29, 1, 30, 15, 250_000, tzinfo=timezone.utc)
+    local = at.astimezone(ZoneInfo(zone))
+    for attempt in (0, 1, 17):
+        expected = str(uuid.uuid5(RUN_NAMESPACE, f"{name}\x00{at.isoformat()}\x00{attempt}"))
+        assert run_task_id(name, local, attempt) == expected
+        assert run_task_id(name, at, attempt) == expected
+    assert run_task_id(name, at, 0) != run_task_id(name, at + timedelta(microseconds=1), 0)

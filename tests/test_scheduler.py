@@ -434,3 +434,30 @@ def test_outcomes_are_read_at_every_wake_up_for_the_change_poll(app, db_url, clo
             break
     assert len(reads) == 5
     beat.close()
+
+
+def test_a_shutdown_signal_waits_for_the_outermost_deferred_block():
+    """SIGTERM stays held until the outermost ``signals_deferred`` block ends (nested
+    blocks, as around every publish inside a batch, neither release nor re-mask it)."""
+    import os
+    import signal
+
+    from celery_beatx.scheduler import signals_deferred
+
+    received: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: received.append("term"))
+    try:
+        with signals_deferred():
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            assert received == []  # the inner block ended: still held
+            assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        assert received == ["term"]  # delivered when the outer block ended
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        with signals_deferred():  # and held again by the next block
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert received == ["term"]
+        assert received == ["term", "term"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

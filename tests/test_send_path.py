@@ -108,6 +108,38 @@ def test_apply_entry_overrides_see_every_send(app, admin, clock, queue_name):
     assert {n for n, _ in seen} == {"t0", "t1", "t2"}
 
 
+def test_a_published_run_is_marked_sent_at_the_confirm_unless_it_moved_on(
+        app, admin, db_url, clock, queue_name):
+    """Each published run is marked ``sent`` with the time of the confirm; a run whose
+    worker already recorded a later status keeps it."""
+    admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(3)])
+    engine = sa.create_engine(db_url)
+
+    class Racing(Scheduler):
+        def apply_entry(self, entry, producer=None):  # type: ignore[no-untyped-def]
+            done = super().apply_entry(entry, producer=producer)
+            if entry.name == "t1":  # its worker was faster than beat's confirm
+                with engine.begin() as conn:
+                    conn.execute(sa.update(Run).where(Run.task_id == entry.options["task_id"])
+                                 .values(status="started"))
+            return done
+
+    beat = Racing(app, clock=clock)
+    clock.advance(seconds=5)
+    beat.tick()
+    beat.close()
+    with engine.connect() as conn:
+        rows = {r.task_name: r for r in conn.execute(
+            sa.select(Run.task_name, Run.status, Run.sent_at))}
+    engine.dispose()
+    assert len(drain(queue_name)) == 3
+    assert {n: r.status for n, r in rows.items()} == {
+        "t0": "sent", "t1": "started", "t2": "sent"}
+    assert rows["t0"].sent_at == rows["t2"].sent_at == clock.now
+    assert rows["t1"].sent_at is None
+
+
 @pytest.mark.parametrize("column, value", [
     ("args", "[1"),               # truncated JSON
     ("kwargs", "{not json"),

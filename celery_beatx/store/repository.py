@@ -349,6 +349,12 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
 # much as a round trip to a local database).
 _COUNTERS = select(Counter.name, Counter.value).where(
     Counter.name.in_(bindparam("names", expanding=True)))
+_RUNS = Run.__table__
+#: ``Repository.mark_runs`` of sent runs (only pending ones: a fast worker may already have
+#: recorded a later status).
+_MARK_SENT = update(_RUNS).where(
+    _RUNS.c.task_id.in_(bindparam("ids", expanding=True)), _RUNS.c.status == "pending"
+).values(status="sent", sent_at=bindparam("at", type_=_RUNS.c.sent_at.type))
 _TASK_ROWS = select(*_TASK_ATTRIBUTES).where(
     Task.name.in_(bindparam("names", expanding=True))).order_by(Task.name)
 _CHANGED_TASKS = select(Task).where(
@@ -769,6 +775,11 @@ class Repository:
         self, session: Session, task_ids: Sequence[str], *, status: str, at: datetime,
         error: str | None = None,
     ) -> None:
+        if status == "sent" and error is None:
+            # Beat's confirm after every chunk it publishes: one prebuilt statement.
+            for chunk in _chunks(list(task_ids)):
+                session.execute(_MARK_SENT, {"ids": chunk, "at": at})
+            return
         values: dict[str, Any] = {"status": status}
         if status == "sent":
             values["sent_at"] = at
