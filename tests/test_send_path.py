@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from datetime import timedelta
 
@@ -16,10 +17,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from beat_helpers import drain, make, runs
+from beat_helpers import REDIS, drain, make, runs
 from celery_beatx import BeatAdmin, every
 from celery_beatx.scheduler import Scheduler, run_task_id
 from celery_beatx.store.models import Lock, Run, Task
+from dbs import unreachable
 
 
 @pytest.fixture
@@ -138,6 +140,60 @@ def test_a_published_run_is_marked_sent_at_the_confirm_unless_it_moved_on(
         "t0": "sent", "t1": "started", "t2": "sent"}
     assert rows["t0"].sent_at == rows["t2"].sent_at == clock.now
     assert rows["t1"].sent_at is None
+
+
+AMQP = os.environ.get("BEATX_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.mark.parametrize("broker", [AMQP, REDIS], ids=["rabbitmq", "redis"])
+def test_the_queue_is_declared_once_per_connection_not_once_per_message(
+        admin, db_url, clock, queue_name, broker, monkeypatch):
+    """Celery asks kombu to declare the task's queue with every message; beat's producer
+    lets the first declaration through (RabbitMQ drops messages to a queue that does not
+    exist) and answers the rest from kombu's cache of what this connection declared."""
+    from celery import Celery
+    from kombu import Connection
+    from kombu.entity import Queue
+
+    app = Celery("beatx_declare", broker=broker, set_as_current=False)
+    app.conf.update(beatx_database_url=db_url, task_default_queue=queue_name,
+                    beatx_sync_interval=1.0, timezone="UTC")
+    try:
+        with Connection(broker) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001
+        unreachable(broker.split(":")[0], exc)
+    binds = {"n": 0}
+    bind = Queue.bind
+
+    def counting_bind(self, channel):  # type: ignore[no-untyped-def]
+        binds["n"] += 1
+        return bind(self, channel)
+
+    monkeypatch.setattr(Queue, "bind", counting_bind)
+    admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(20)])
+    beat = make(app, clock)
+    try:
+        clock.advance(seconds=5)
+        beat.tick()
+    finally:
+        beat.close()
+    assert sorted(r.status for r in runs(db_url)) == ["sent"] * 20
+    assert binds["n"] <= 2, binds  # the first declaration (kombu binds a copy), not 20
+    # The queue was declared by beat (it did not exist before): every message is there.
+    with Connection(broker) as conn:
+        queue = conn.SimpleQueue(queue_name)
+        try:
+            got = []
+            for _ in range(20):
+                got.append(queue.get(timeout=5).headers["id"])
+            assert len(set(got)) == 20
+        finally:
+            queue.close()
+            channel = conn.channel()
+            Queue(queue_name)(channel).delete()
+            channel.close()
 
 
 @pytest.mark.parametrize("column, value", [
