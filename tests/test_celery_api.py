@@ -448,6 +448,19 @@ def test_a_subclass_may_add_entries_before_and_after_setting_up(app, db_url, clo
     lazy.close()
 
 
+def run_steps(beat, admin, clock, *steps: tuple[timedelta, int]) -> None:  # type: ignore[no-untyped-def]
+    """For each ``(advance, ticks)``: move the clock on, then tick that many times; then
+    close the scheduler and the admin's engine."""
+    try:
+        for advance, ticks in steps:
+            clock.advance(seconds=advance.total_seconds())
+            for _ in range(ticks):
+                beat.tick()
+    finally:
+        beat.close()
+        admin.engine.dispose()
+
+
 def test_apply_entry_sees_a_celery_schedule_equal_to_the_stored_one(live_app, db_url, clock,
                                                                     queue_name):
     """Monitoring integrations (Sentry's beat monitoring) read ``entry.schedule`` in their
@@ -467,14 +480,7 @@ def test_apply_entry_sees_a_celery_schedule_equal_to_the_stored_one(live_app, db
     admin.add("anchored", "proj.a", every(seconds=30, anchor=clock.now))
     admin.add("calendared", "proj.c", every(seconds=30),
               calendar={"weekdays": [0, 1, 2, 3, 4, 5, 6]})
-    beat = Monitoring(live_app, clock=clock)
-    try:
-        clock.advance(minutes=5)
-        for _ in range(5):
-            beat.tick()
-    finally:
-        beat.close()
-        admin.engine.dispose()
+    run_steps(Monitoring(live_app, clock=clock), admin, clock, (timedelta(minutes=5), 5))
     assert isinstance(seen["interval"], celery_schedule)
     assert seen["interval"].run_every == timedelta(seconds=30)
     nightly = seen["nightly"]
@@ -500,18 +506,9 @@ def test_apply_entry_sees_the_last_run_of_the_task(live_app, db_url, clock, queu
     admin = BeatAdmin(url=db_url, clock=clock)
     admin.add("a", "proj.a", every(seconds=30))
     admin.add("b", "proj.b", every(seconds=30))
-    beat = Watching(live_app, clock=clock)
-    try:
-        clock.advance(seconds=31)
-        first_tick = clock.now
-        for _ in range(3):
-            beat.tick()
-        clock.advance(seconds=30)
-        for _ in range(3):
-            beat.tick()
-    finally:
-        beat.close()
-        admin.engine.dispose()
+    first_tick = clock.now + timedelta(seconds=31)
+    run_steps(Watching(live_app, clock=clock), admin, clock,
+              (timedelta(seconds=31), 3), (timedelta(seconds=30), 3))
     first = [s for s in seen if s[1] == s[2]]
     assert sorted(s[0] for s in first) == ["a", "b"], seen
     later = [s for s in seen if s not in first]
