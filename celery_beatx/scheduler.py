@@ -34,6 +34,7 @@ from celery import beat
 from celery.schedules import BaseSchedule as CeleryBaseSchedule
 from celery.schedules import maybe_schedule
 from celery.utils.time import maybe_make_aware
+from kombu import Producer as KombuProducer
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .admin import BeatAdmin
@@ -195,9 +196,14 @@ def declaring_once(producer_class: type) -> type:
     the same cache (``connection.declared_entities``, emptied when it reconnects), but only
     after binding a copy of the app's unbound queue to the channel: about a tenth of beat's
     time in a burst.  The check here is kombu's own, made before that copy; an entity not in
-    the cache goes through kombu's declaration as before.
+    the cache goes through kombu's declaration as before.  A ``Producer`` given to the
+    scheduler that is not a class, or whose class has a ``maybe_declare`` of its own, is
+    used as it is.
     """
-    if getattr(producer_class, "_declares_once", False):
+    if not isinstance(producer_class, type) or \
+            getattr(producer_class, "maybe_declare", None) is not KombuProducer.maybe_declare:
+        # Not a kombu Producer class whose declaration is kombu's (a factory, or a class
+        # of the user's with its own maybe_declare, already wrapped included): as given.
         return producer_class
 
     def maybe_declare(self: Any, entity: Any, retry: bool = False, **retry_policy: Any) -> Any:
@@ -213,8 +219,7 @@ def declaring_once(producer_class: type) -> type:
         return producer_class.maybe_declare(self, entity, retry, **retry_policy)
 
     return type(producer_class.__name__, (producer_class,),
-                {"maybe_declare": maybe_declare, "_declares_once": True,
-                 "__module__": producer_class.__module__,
+                {"maybe_declare": maybe_declare, "__module__": producer_class.__module__,
                  "__doc__": producer_class.__doc__})
 
 

@@ -196,6 +196,34 @@ def test_the_queue_is_declared_once_per_connection_not_once_per_message(
             channel.close()
 
 
+def test_a_producer_given_to_the_scheduler_is_used_as_it_is(app, admin, clock, queue_name):
+    """``Scheduler(Producer=...)`` (Celery's argument): a class with its own
+    ``maybe_declare`` sees every declaration, and a factory that is not a class works."""
+    import functools
+
+    from kombu import Producer
+
+    asked = []
+
+    class Counting(Producer):
+        def maybe_declare(self, entity, retry=False, **policy):  # type: ignore[no-untyped-def]
+            asked.append(entity.name)
+            return super().maybe_declare(entity, retry, **policy)
+
+    admin.add_many([{"name": f"t{i}", "task": "proj.t", "schedule": every(seconds=5)}
+                    for i in range(5)])
+    beat = make(app, clock, Producer=Counting)
+    clock.advance(seconds=5)
+    beat.tick()
+    beat.close()
+    assert asked == [queue_name] * 5
+    beat = make(app, clock, Producer=functools.partial(Producer))
+    clock.advance(seconds=5)
+    beat.tick()
+    beat.close()
+    assert len(drain(queue_name)) == 10
+
+
 @pytest.mark.parametrize("column, value", [
     ("args", "[1"),               # truncated JSON
     ("kwargs", "{not json"),
