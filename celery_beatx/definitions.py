@@ -7,6 +7,7 @@ in :mod:`celery_beatx.values`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -81,16 +82,38 @@ def coerce_schedule(value: Any, timezone: str | None = None) -> BaseSchedule:
     if isinstance(value, BaseSchedule):
         return value
     if isinstance(value, Mapping):
-        try:
-            key: str | None = json.dumps(value, sort_keys=True)
-        except (TypeError, ValueError):
-            key = None
-        if key is None or json.loads(key) != value:
+        key = _json_key(value)
+        if key is None:
             # Not plain JSON (a tuple, a key that is not a string, NaN...): validated as it
             # is, so schedule_from_dict refuses what JSON would have quietly converted.
             return schedule_from_dict(dict(value))
         return schedule_from_json(key)  # an import parses each distinct schedule once
     return from_celery(value, app_timezone=timezone)
+
+
+def _json_key(value: Mapping[str, Any]) -> str | None:
+    """``value``'s JSON text with sorted keys, or ``None`` when JSON would change it."""
+    try:
+        key = json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    return key if json.loads(key) == value else None
+
+
+def stored_schedule(value: Any, timezone: str | None = None) -> dict[str, Any]:
+    """The stored (JSON) form of a schedule given as anything :func:`coerce_schedule`
+    takes.  A schedule given as its dict form (an import) is brought to its stored form
+    once per distinct dict; each call gets a dict of its own."""
+    if isinstance(value, Mapping) and not isinstance(value, BaseSchedule):
+        key = _json_key(value)
+        if key is not None:
+            return json.loads(_stored_schedule_text(key))  # type: ignore[no-any-return]
+    return plain_json(coerce_schedule(value, timezone).to_dict(), "schedule")
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_schedule_text(key: str) -> str:
+    return json.dumps(plain_json(schedule_from_json(key).to_dict(), "schedule"))
 
 
 def _name(value: Any, field_name: str) -> str:
@@ -250,7 +273,7 @@ def validate_fields(fields: Mapping[str, Any], timezone: str | None = None,
                 routing = carried
             out[key] = _optional_name(name, key)
         elif key == "schedule":
-            out[key] = plain_json(coerce_schedule(value, timezone).to_dict(), key)
+            out[key] = stored_schedule(value, timezone)
         elif key == "expires":
             out[key] = check_expires(value, now)
         else:

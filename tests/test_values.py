@@ -202,3 +202,25 @@ def test_a_schedule_dict_that_json_would_change_is_refused_as_given(given, messa
             if given["type"] == "custom" else \
             {"type": "any_of", "schedules": [{"type": "interval", "seconds": 5}]}
         assert coerce_schedule(twin) == coerce_schedule(dict(twin))
+
+
+@pytest.mark.parametrize("given", [
+    {"type": "interval", "seconds": 90},
+    {"type": "crontab", "minute": "0", "hour": "3"},
+    {"type": "any_of", "schedules": [{"type": "crontab", "minute": "*/5"},
+                                     {"type": "interval", "seconds": 7200}]},
+])
+def test_a_schedule_dict_is_stored_in_its_full_form_and_each_caller_gets_its_own(given):
+    """The stored form of a schedule dict (an import brings each distinct one to it once)
+    is its schedule's ``to_dict()``, and changing the dict one call got changes no other."""
+    from celery_beatx.definitions import coerce_schedule, stored_schedule
+
+    expected = coerce_schedule(given).to_dict()
+    first = validate_fields({"schedule": dict(given)})["schedule"]
+    assert first == expected
+    first["type"] = "changed by the caller"
+    first.pop("schedules", None)
+    assert stored_schedule(dict(given)) == expected
+    assert validate_fields({"schedule": given})["schedule"] == expected
+    with pytest.raises(InvalidSchedule, match="is not a list"):  # JSON would make it one
+        stored_schedule({"type": "any_of", "schedules": ({"type": "interval", "seconds": 5},)})
