@@ -32,7 +32,6 @@ What can go wrong, and what happens:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import uuid
 from collections import deque
@@ -74,23 +73,10 @@ BATCH_REFUSED = "batch"
 RECHECK = 1.0
 
 
-_NAMESPACE_BYTES = RUN_NAMESPACE.bytes
-
-
 def run_task_id(name: str, scheduled_at: datetime, attempt: int = 0) -> str:
-    """Deterministic Celery task id of one occurrence, so duplicates are detectable.
-
-    ``uuid5(RUN_NAMESPACE, "<name>\\0<scheduled_at in UTC, ISO>\\0<attempt>")``, computed
-    here without building a :class:`uuid.UUID` (beat makes one or two per send).
-    """
-    if scheduled_at.tzinfo is not UTC:
-        scheduled_at = scheduled_at.astimezone(UTC)
-    key = f"{name}\x00{scheduled_at.isoformat()}\x00{attempt}"
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """Deterministic Celery task id of one occurrence, so duplicates are detectable."""
+    key = f"{name}\x00{scheduled_at.astimezone(UTC).isoformat()}\x00{attempt}"
+    return str(uuid.uuid5(RUN_NAMESPACE, key))
 
 
 @dataclass
@@ -113,8 +99,9 @@ class _Decision:
     broken: str | None = None
     added: int = 0
     gate: Gate | None = None
-    #: Task ids of ``plan.sends`` then ``plan.skipped``, in order (set by the record).
-    ids: list[str] = field(default_factory=list)
+    #: Task ids of ``plan.sends`` and of ``plan.skipped``, in order (set by the record).
+    send_ids: list[str] = field(default_factory=list)
+    skip_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -350,9 +337,9 @@ class Dispatcher:
                 ids: list[str] = []
                 for d in decisions:
                     name = d.slot.name
-                    d.ids = [run_task_id(name, when, 0) for when, _ in d.plan.sends]
-                    d.ids += [run_task_id(name, s.scheduled_at, 0) for s in d.plan.skipped]
-                    ids += d.ids
+                    d.send_ids = [run_task_id(name, when, 0) for when, _ in d.plan.sends]
+                    d.skip_ids = [run_task_id(name, s.scheduled_at, 0) for s in d.plan.skipped]
+                    ids += d.send_ids + d.skip_ids
                 status = self.repo.run_statuses(session, ids)
                 runs: list[dict[str, Any]] = []
                 for decision in decisions:
@@ -386,7 +373,7 @@ class Dispatcher:
         name = decision.slot.name
         verdict = decision.gate
         action = verdict.action if verdict is not None else "send"
-        for (when, kind), task_id in zip(decision.plan.sends, decision.ids):
+        for (when, kind), task_id in zip(decision.plan.sends, decision.send_ids):
             known = status.get(task_id)
             if known not in (None, PENDING, BLOCKED):
                 continue  # sent before (by a crashed beat or an earlier leader)
@@ -415,8 +402,7 @@ class Dispatcher:
             sends.append(Send(task_id, name, when, 0, kind,
                               finishes=decision.plan.following is None
                               and decision.broken is None))
-        for skip, task_id in zip(decision.plan.skipped,
-                                 decision.ids[len(decision.plan.sends):]):
+        for skip, task_id in zip(decision.plan.skipped, decision.skip_ids):
             if task_id not in status:
                 runs.append(self._run_row(name, task_id, skip.scheduled_at, "skipped",
                                           SKIPPED, now, token, reason=_skip_reason(skip)))
