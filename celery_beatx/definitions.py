@@ -104,7 +104,7 @@ def stored_schedule(value: Any, timezone: str | None = None) -> dict[str, Any]:
     """The stored (JSON) form of a schedule given as anything :func:`coerce_schedule`
     takes.  A schedule given as its dict form (an import) is brought to its stored form
     once per distinct dict; each call gets a dict of its own."""
-    if isinstance(value, Mapping) and not isinstance(value, BaseSchedule):
+    if isinstance(value, Mapping):
         key = _json_key(value)
         if key is not None:
             return json.loads(_stored_schedule_text(key))  # type: ignore[no-any-return]

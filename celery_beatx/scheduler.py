@@ -1322,15 +1322,15 @@ class Scheduler(beat.Scheduler):
         known = self._equivalents_by_id.get(id(schedule))
         if known is not None:
             return known[1]
-        try:
-            found = self._equivalents[schedule]
-        except KeyError:
-            if len(self._equivalents) > 4096:
-                self._equivalents.clear()
+        if len(self._equivalents_by_id) > 4096:
+            # Both at once: an object still in one map would not be shared with an equal
+            # schedule that comes later.
+            self._equivalents.clear()
+            self._equivalents_by_id.clear()
+        found = self._equivalents.get(schedule, _MISSING)
+        if found is _MISSING:
             found = self._equivalents[schedule] = celery_equivalent(
                 schedule, self.app, self.beatx.timezone)
-        if len(self._equivalents_by_id) > 4096:
-            self._equivalents_by_id.clear()
         self._equivalents_by_id[id(schedule)] = (schedule, found)
         return found
 

@@ -345,8 +345,8 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
     connection.exec_driver_sql(compiled.string, params)
 
 
-# Statements the change feed runs on every poll, built once (building one costs about as
-# much as a round trip to a local database).
+# Statements beat runs on every change poll or batch of sends, built once (building one
+# costs about as much as a round trip to a local database).
 _COUNTERS = select(Counter.name, Counter.value).where(
     Counter.name.in_(bindparam("names", expanding=True)))
 _RUNS = Run.__table__
