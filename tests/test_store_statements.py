@@ -158,13 +158,19 @@ def generic_plan(engine: sa.Engine, call) -> str:  # type: ignore[no-untyped-def
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)
     [(statement, params)] = [(s, p) for s, p in seen if "beatx_runs" in s]
-    names = re.findall(r"%\((\w+)\)s", statement)
-    numbered = statement
-    for number, name in enumerate(names, 1):
-        numbered = numbered.replace(f"%({name})s", f"${number}", 1)
+    if isinstance(params, dict):  # named parameters
+        names = re.findall(r"%\((\w+)\)s", statement)
+        numbered = statement
+        for number, name in enumerate(names, 1):
+            numbered = numbered.replace(f"%({name})s", f"${number}", 1)
+        given = [params[n] for n in names]
+    else:  # positional: %s, or %b (binary)
+        numbered, given = statement, list(params)
+        for number in range(1, len(given) + 1):
+            numbered = re.sub(r"%[sb]", f"${number}", numbered, count=1)
     with engine.connect() as conn:
         raw = conn.connection.dbapi_connection
-        values = ", ".join(sql.Literal(params[n]).as_string(raw) for n in names)
+        values = ", ".join(sql.Literal(value).as_string(raw) for value in given)
         conn.execute(sa.text("SET plan_cache_mode = force_generic_plan"))
         conn.exec_driver_sql(f"PREPARE beatx_probe AS {numbered}")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql(
@@ -203,3 +209,35 @@ def test_run_statuses_reads_every_existing_run_and_only_those(admin, clock):
     with admin.repo.transaction(readonly=True) as session:
         found = Repository(admin.engine).run_statuses(session, wanted)
     assert found == {r["task_id"]: r["status"] for r in rows if r["task_id"] in wanted}
+
+
+@pytest.mark.parametrize("count", [2, 3, 999, 1000])  # arrays / COPY on PostgreSQL
+def test_run_rows_are_stored_as_given_however_many_there_are(admin, clock, count):
+    """``add_runs`` writes a batch in one statement of arrays on PostgreSQL (``COPY`` from
+    1,000 rows): every value comes back as it was written, ``None`` (a column that is
+    ``NULL`` in every row, too), text that needs quoting in an array, and times to the
+    microsecond; then ``mark_runs`` moves only the pending ones among the ids it is given."""
+    now = clock()
+    odd = ['quote"d', "back\\slash", "com,ma", "{brace}", "NULL", "", "sp ace", "ü"]
+    rows = [{"task_name": odd[i % len(odd)], "task_id": f"id-{i}",
+             "scheduled_at": now + timedelta(microseconds=i), "attempt": i % 3,
+             "status": "pending" if i % 2 else "succeeded", "kind": "scheduled",
+             "token": None if i % 4 else 2**40 + i, "reason": None, "instance_id": None,
+             "created_at": now} for i in range(count)]
+    with admin.repo.transaction() as session:
+        admin.repo.add_runs(session, rows)
+    columns = [getattr(Run, key) for key in rows[0]]
+    with admin.repo.transaction(readonly=True) as session:
+        stored = [dict(zip(rows[0], r)) for r in session.execute(
+            sa.select(*columns).order_by(Run.id))]
+    assert stored == rows
+    sent_at = now + timedelta(seconds=1, microseconds=7)
+    with admin.repo.transaction() as session:
+        admin.repo.mark_runs(session, [r["task_id"] for r in rows] + ["missing"],
+                             status="sent", at=sent_at)
+    with admin.repo.transaction(readonly=True) as session:
+        marked = dict(session.execute(sa.select(Run.task_id, Run.status)).all())
+        times = set(session.scalars(sa.select(Run.sent_at).where(Run.status == "sent")))
+    assert marked == {r["task_id"]: "sent" if r["status"] == "pending" else r["status"]
+                      for r in rows}
+    assert times == {sent_at}

@@ -14,10 +14,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    JSON,
     Connection,
     Engine,
     Text,
+    String,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -79,21 +82,38 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start:start + CHUNK]
 
 
+class _ArraySQL:
+    """A PostgreSQL statement of array parameters (in order), run as the driver's SQL.
+    psycopg 3 takes the arrays in binary (``%b``): as text, every element of an array is
+    quoted and checked for characters to escape, which was a third of writing a batch."""
+
+    __slots__ = ("binary", "plain")
+
+    def __init__(self, sql: str) -> None:
+        self.binary = sql.format(p="%b")
+        self.plain = sql.format(p="%s")
+
+    def __call__(self, session: Session, *params: Any) -> Any:
+        connection = session.connection()
+        sql = self.binary if connection.dialect.driver == "psycopg" else self.plain
+        return connection.exec_driver_sql(sql, params)
+
+
 #: PostgreSQL: lock the tasks of a batch in name order (concurrent writers then cannot
 #: deadlock on them), before :data:`_SAVE_STATES_PG` joins them in whatever order its plan
 #: takes.
-_LOCK_TASKS_PG = text(
-    "SELECT name FROM beatx_tasks WHERE name = ANY(CAST(:names AS text[])) "
+_LOCK_TASKS_PG = _ArraySQL(
+    "SELECT name FROM beatx_tasks WHERE name = ANY(CAST({p} AS text[])) "
     "ORDER BY name FOR UPDATE")
 #: PostgreSQL: ``Repository.save_states`` in one statement (times are naive UTC, as stored).
-_SAVE_STATES_PG = text(
+_SAVE_STATES_PG = _ArraySQL(
     "UPDATE beatx_tasks AS t SET "
     "last_run_at = CASE WHEN s.added > 0 THEN s.last_run_at ELSE t.last_run_at END, "
     "total_run_count = t.total_run_count + s.added, "
     "next_run_at = CASE WHEN t.revision = s.revision THEN s.next_run_at "
     "ELSE t.next_run_at END "
-    "FROM unnest(CAST(:names AS text[]), CAST(:revisions AS bigint[]), "
-    "CAST(:lasts AS timestamp[]), CAST(:added AS integer[]), CAST(:nexts AS timestamp[])) "
+    "FROM unnest(CAST({p} AS text[]), CAST({p} AS bigint[]), "
+    "CAST({p} AS timestamp[]), CAST({p} AS integer[]), CAST({p} AS timestamp[])) "
     "AS s(name, revision, last_run_at, added, next_run_at) "
     "WHERE t.name = s.name")
 
@@ -108,8 +128,8 @@ _SAVE_STATES_PG = text(
 #: thousands of runs, one read of 500 ids took 400-700 ms.  A lateral probe per id
 #: (``LIMIT 1`` keeps it from being flattened into a join) costs the same whatever the plan
 #: was made from.
-_RUN_STATUSES_PG = text(
-    "SELECT r.task_id, r.status FROM unnest(CAST(:ids AS text[])) AS i(task_id) "
+_RUN_STATUSES_PG = _ArraySQL(
+    "SELECT r.task_id, r.status FROM unnest(CAST({p} AS text[])) AS i(task_id) "
     "CROSS JOIN LATERAL (SELECT task_id, status FROM beatx_runs "
     "WHERE task_id = i.task_id LIMIT 1) AS r")
 
@@ -311,13 +331,21 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
                  if binder is not None]
     copy = dialect.name == "postgresql" and dialect.driver == "psycopg" and \
         len(rows) >= COPY_ROWS
-    positional = dialect.positional or copy
+    arrays = _unnest_insert(table, tuple(order), dialect) \
+        if dialect.name == "postgresql" and not copy and len(rows) > 1 else None
+    positional = dialect.positional or copy or arrays is not None
     params: list[Any] = []
     for row in rows:
         values = {k: row[k] for k in plain}
         for k, process in processed:
             values[k] = process(row[k])
         params.append(tuple([values[k] for k in order]) if positional else values)
+    if arrays is not None:
+        # One statement with an array of values per column: psycopg's executemany runs a
+        # statement per row, and that per-row work was most of writing a batch of beat's
+        # runs.  Still an ``INSERT``, so cursor events see it.
+        connection.exec_driver_sql(arrays, tuple(list(column) for column in zip(*params)))
+        return
     if copy:
         # PostgreSQL's COPY: one stream instead of a statement per row.  It goes to the
         # driver's cursor directly, so SQLAlchemy's cursor events do not see it: only bulk
@@ -345,6 +373,22 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
     connection.exec_driver_sql(compiled.string, params)
 
 
+@functools.lru_cache(maxsize=64)
+def _unnest_insert(table: Any, order: tuple[str, ...], dialect: Any) -> str | None:
+    """PostgreSQL: ``INSERT INTO table (...) SELECT * FROM unnest(array, ...)`` for the
+    columns ``order`` (one array parameter each), or ``None`` when a column is JSON (its
+    values go to the driver wrapped, one by one)."""
+    columns = [table.c[k] for k in order]
+    if any(column.type._type_affinity is JSON for column in columns):
+        return None
+    quote = dialect.identifier_preparer.quote
+    casts = ", ".join(f"CAST(%b AS {column.type.compile(dialect=dialect)}[])"
+                      for column in columns)
+    return (f"INSERT INTO {quote(table.name)} "
+            f"({', '.join(quote(column.name) for column in columns)}) "
+            f"SELECT * FROM unnest({casts})")
+
+
 # Statements beat runs on every change poll or batch of sends, built once (building one
 # costs about as much as a round trip to a local database).
 _COUNTERS = select(Counter.name, Counter.value).where(
@@ -355,8 +399,17 @@ _RUNS = Run.__table__
 _MARK_SENT = update(_RUNS).where(
     _RUNS.c.task_id.in_(bindparam("ids", expanding=True)), _RUNS.c.status == "pending"
 ).values(status="sent", sent_at=bindparam("at", type_=_RUNS.c.sent_at.type))
+_MARK_SENT_PG = _ArraySQL(
+    "UPDATE beatx_runs SET status = 'sent', sent_at = {p} "
+    "WHERE task_id = ANY(CAST({p} AS text[])) AND status = 'pending'")
 _TASK_ROWS = select(*_TASK_ATTRIBUTES).where(
     Task.name.in_(bindparam("names", expanding=True))).order_by(Task.name)
+#: PostgreSQL: the names as one array parameter, so the statement's text is the same for
+#: every batch (an ``IN`` list is rendered, with a cast per name, and parsed by the driver
+#: again for each length of list).
+_TASK_ROWS_PG = select(*_TASK_ATTRIBUTES).where(
+    Task.name == any_(bindparam("names", type_=postgresql.ARRAY(String)))
+).order_by(Task.name)
 _CHANGED_TASKS = select(Task).where(
     Task.revision > bindparam("after"), Task.revision <= bindparam("upto")
 ).order_by(Task.revision)
@@ -486,8 +539,10 @@ class Repository:
         are the model's (``row.expires_seconds``, ``row.group``): what beat reads for a
         send, without building (and tracking) an ORM object per task."""
         found: list[Any] = []
+        statement = _TASK_ROWS_PG if session.get_bind().dialect.name == "postgresql" \
+            else _TASK_ROWS
         for chunk in _chunks(sorted(names)):
-            found.extend(session.execute(_TASK_ROWS, {"names": chunk}))
+            found.extend(session.execute(statement, {"names": list(chunk)}))
         return found
 
     def existing_names(self, session: Session, names: Iterable[str]) -> set[str]:
@@ -642,13 +697,11 @@ class Repository:
         by one statement that joins the states passed as arrays (two statements per batch
         instead of two per task; the statement text is the same for every batch)."""
         names = [n for n, _, _, _, _ in ordered]
-        session.execute(_LOCK_TASKS_PG, {"names": names})
-        session.execute(_SAVE_STATES_PG, {
-            "names": names,
-            "revisions": [rev for _, rev, _, _, _ in ordered],
-            "lasts": [_naive_utc(last) for _, _, last, _, _ in ordered],
-            "added": [added for _, _, _, added, _ in ordered],
-            "nexts": [_naive_utc(nxt) for _, _, _, _, nxt in ordered]})
+        _LOCK_TASKS_PG(session, names)
+        _SAVE_STATES_PG(session, names, [rev for _, rev, _, _, _ in ordered],
+                        [_naive_utc(last) for _, _, last, _, _ in ordered],
+                        [added for _, _, _, added, _ in ordered],
+                        [_naive_utc(nxt) for _, _, _, _, nxt in ordered])
 
     def finish_tasks(self, session: Session, names: Sequence[str], now: datetime) -> list[str]:
         """Finish tasks that have no next run (a one-off whose run left): disable them, or
@@ -758,7 +811,7 @@ class Repository:
         found: dict[str, str] = {}
         postgresql = session.get_bind().dialect.name == "postgresql"
         for chunk in _chunks(list(task_ids)):
-            rows = session.execute(_RUN_STATUSES_PG, {"ids": list(chunk)}) if postgresql \
+            rows = _RUN_STATUSES_PG(session, list(chunk)) if postgresql \
                 else session.execute(select(Run.task_id, Run.status)
                                      .where(Run.task_id.in_(chunk)))
             found.update((task_id, status) for task_id, status in rows)
@@ -777,6 +830,9 @@ class Repository:
     ) -> None:
         if status == "sent" and error is None:
             # Beat's confirm after every chunk it publishes: one prebuilt statement.
+            if session.get_bind().dialect.name == "postgresql":
+                _MARK_SENT_PG(session, _naive_utc(at), list(task_ids))
+                return
             for chunk in _chunks(list(task_ids)):
                 session.execute(_MARK_SENT, {"ids": chunk, "at": at})
             return
