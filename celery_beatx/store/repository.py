@@ -17,8 +17,8 @@ from sqlalchemy import (
     JSON,
     Connection,
     Engine,
-    Text,
     String,
+    Text,
     and_,
     any_,
     bindparam,
@@ -30,7 +30,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql
