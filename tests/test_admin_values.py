@@ -134,7 +134,7 @@ def test_what_add_many_returns_is_what_get_reads_back(admin, clock, copies):
          "args": [when, Decimal("1.5"), [1, 2]], "kwargs": {"id": uuid.UUID(int=7)},
          "expires": when, "headers": {"h": "v"}, "options": {"countdown": 2},
          "retry": {"max_retries": 2}, "depends_on": ["plain"],
-         "calendar": {"weekdays_only": True}},
+         "calendar": {"weekdays": [0, 1, 2, 3, 4]}},
         {"name": "routed", "task": "t", "schedule": every(seconds=30),
          "queue": Queue("r", Exchange("e", type="direct"), routing_key="r.k")},
     ]

@@ -204,6 +204,10 @@ def _merge(periods: tuple[tuple[datetime, datetime], ...]
     return starts, ends
 
 
+#: The keys of a calendar's dict form (:meth:`Calendar.to_dict`).
+CALENDAR_KEYS = ("business_hours", "weekdays", "holidays", "blackouts", "timezone")
+
+
 class Calendar:
     """When tasks may run: business hours, weekdays, holidays and blackout periods.
 
@@ -445,6 +449,10 @@ class Calendar:
             return data
         if not isinstance(data, dict):
             raise InvalidSchedule(f"calendar {data!r} is not a mapping", "calendar")
+        unknown = sorted(str(key) for key in data if key not in CALENDAR_KEYS)
+        if unknown:
+            raise InvalidSchedule(f"calendar key {unknown[0]!r} is not one of "
+                                  f"{', '.join(CALENDAR_KEYS)}", "calendar")
         return cls(
             business_hours=tuple(data["business_hours"])  # type: ignore[arg-type]
             if isinstance(data.get("business_hours"), list) else data.get("business_hours"),

@@ -145,3 +145,14 @@ def test_naive_instants_for_calendar_methods():
     with pytest.raises(InvalidSchedule) as info:
         Calendar.from_dict(["09:00"])  # type: ignore[arg-type]
     assert info.value.field == "calendar"
+
+
+@pytest.mark.parametrize("data", [
+    {"weekdays_only": True},                 # a ScheduleBuilder method, not a key
+    {"weekdays": [0, 1, 2, 3, 4], "tz": "Europe/Paris"},
+])
+def test_a_calendar_key_that_is_not_one_is_refused_not_ignored(data):
+    with pytest.raises(InvalidSchedule, match=r"calendar key '(weekdays_only|tz)' is not one "
+                                              r"of business_hours, weekdays, holidays") as info:
+        Calendar.from_dict(data)
+    assert info.value.field == "calendar"
