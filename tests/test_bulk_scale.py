@@ -72,3 +72,36 @@ def test_a_bulk_insert_that_breaks_a_constraint_raises_sqlalchemy_integrity_erro
             insert_rows(session.connection(), Dependency.__table__, rows)
     with admin.repo.transaction(readonly=True) as session:
         assert session.execute(sa.select(sa.func.count()).select_from(Dependency)).scalar() == 0
+
+
+def test_add_many_gives_each_task_the_first_run_of_its_own_schedule_and_calendar(
+        admin, clock):
+    # Equal schedules share one parsed object, and add_many computes a first run once per
+    # schedule object: a task with a calendar must still get its own.
+    from datetime import UTC, datetime
+
+    clock.now = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)  # a Friday
+    daily = crontab(minute="0", hour="9")
+    admin.add_many([
+        {"name": "a", "task": "t", "schedule": daily},
+        {"name": "weekdays", "task": "t", "schedule": crontab(minute="0", hour="9"),
+         "calendar": {"weekdays": [0, 1, 2, 3, 4]}},
+        {"name": "b", "task": "t", "schedule": daily.to_dict()},
+        {"name": "hourly", "task": "t", "schedule": every(hours=1)},
+        {"name": "c", "task": "t", "schedule": crontab(minute="0", hour="9")},
+    ])
+    saturday, monday = datetime(2026, 3, 7, 9, tzinfo=UTC), datetime(2026, 3, 9, 9, tzinfo=UTC)
+    assert {t.name: t.next_run_at for t in admin.list()} == {
+        "a": saturday, "b": saturday, "c": saturday, "weekdays": monday,
+        "hourly": datetime(2026, 3, 6, 13, 0, tzinfo=UTC)}
+
+
+def test_a_task_with_an_unknown_calendar_key_is_refused_and_nothing_is_written(admin):
+    from celery_beatx.errors import InvalidSchedule
+
+    with pytest.raises(InvalidSchedule, match="calendar key 'weekdays_only' is not one of"):
+        admin.add_many([
+            {"name": "fine", "task": "t", "schedule": every(hours=1)},
+            {"name": "weekdays", "task": "t", "schedule": crontab(minute="0", hour="9"),
+             "calendar": {"weekdays_only": True}}])
+    assert admin.list() == []

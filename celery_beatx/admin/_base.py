@@ -253,17 +253,26 @@ class AdminBase:
         """
         rows: list[dict[str, Any]] = []
         views: list[Any] = []
+        # The first run of a new task depends only on its schedule and ``now``: computed once
+        # per distinct schedule object (equal schedules share one) when there is no calendar.
+        first_runs: dict[int, datetime | None] = {}
         for spec, source in specs:
             # equal stored schedules share one parsed object (load_schedule caches)
             loaded = load_schedule(spec["schedule"])
             schedule = loaded[0]
             if schedule is None:  # validated before: cannot happen short of a bug
                 schedule = schedule_from_dict(spec["schedule"])
+            if not spec["calendar"]:
+                try:
+                    next_run_at = first_runs[id(schedule)]
+                except KeyError:
+                    next_run_at = first_runs[id(schedule)] = first_run_at(schedule, now)
+            else:
+                next_run_at = first_run_at(effective_schedule(schedule, spec["calendar"]), now)
             values: dict[str, Any] = {k: spec[k] for k in DEFINITION_FIELDS if k != "expires"}
             values.update(
                 name=spec["name"], enabled=spec["enabled"], source=source, version=1,
-                last_run_at=None, total_run_count=0,
-                next_run_at=first_run_at(effective_schedule(schedule, spec["calendar"]), now),
+                last_run_at=None, total_run_count=0, next_run_at=next_run_at,
                 # version 1 is made with the task: its time and comment are not stored
                 # (see version_stamp)
                 revision=revision, created_at=now, updated_at=now, version_at=None,
