@@ -241,3 +241,18 @@ def test_run_rows_are_stored_as_given_however_many_there_are(admin, clock, count
     assert marked == {r["task_id"]: "sent" if r["status"] == "pending" else r["status"]
                       for r in rows}
     assert times == {sent_at}
+
+
+def test_a_run_value_too_long_for_its_column_is_refused_in_a_batch_too(admin, clock, db_url):
+    # The batch's arrays are cast to text, not to varchar(n): a cast would cut the value.
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite does not enforce a column's length")
+    now = clock()
+    rows = [{"task_name": "t", "task_id": f"id-{i}" + "x" * (70 * i), "scheduled_at": now,
+             "attempt": 0, "status": "pending", "kind": "scheduled", "token": None,
+             "reason": None, "instance_id": None, "created_at": now} for i in range(2)]
+    with pytest.raises(sa.exc.DBAPIError):
+        with admin.repo.transaction() as session:
+            admin.repo.add_runs(session, rows)
+    with admin.repo.transaction(readonly=True) as session:
+        assert session.execute(sa.select(sa.func.count()).select_from(Run)).scalar() == 0

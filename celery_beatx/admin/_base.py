@@ -255,7 +255,7 @@ class AdminBase:
         views: list[Any] = []
         # The first run of a new task depends only on its schedule and ``now``: computed once
         # per distinct schedule object (equal schedules share one) when there is no calendar.
-        first_runs: dict[int, datetime | None] = {}
+        first_runs: dict[int, tuple[BaseSchedule, datetime | None]] = {}
         for spec, source in specs:
             # equal stored schedules share one parsed object (load_schedule caches)
             loaded = load_schedule(spec["schedule"])
@@ -263,10 +263,11 @@ class AdminBase:
             if schedule is None:  # validated before: cannot happen short of a bug
                 schedule = schedule_from_dict(spec["schedule"])
             if not spec["calendar"]:
-                try:
-                    next_run_at = first_runs[id(schedule)]
-                except KeyError:
-                    next_run_at = first_runs[id(schedule)] = first_run_at(schedule, now)
+                # (the schedule is kept with its first run, so its id is not reused)
+                known = first_runs.get(id(schedule))
+                if known is None:
+                    known = first_runs[id(schedule)] = (schedule, first_run_at(schedule, now))
+                next_run_at = known[1]
             else:
                 next_run_at = first_run_at(effective_schedule(schedule, spec["calendar"]), now)
             values: dict[str, Any] = {k: spec[k] for k in DEFINITION_FIELDS if k != "expires"}

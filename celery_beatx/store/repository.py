@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     Connection,
     Engine,
+    Float,
     String,
     Text,
     and_,
@@ -374,15 +375,22 @@ def insert_rows(connection: Connection, table: Any, rows: Sequence[Mapping[str, 
 
 @functools.lru_cache(maxsize=64)
 def _unnest_insert(table: Any, order: tuple[str, ...], dialect: Any) -> str | None:
-    """PostgreSQL: ``INSERT INTO table (...) SELECT * FROM unnest(array, ...)`` for the
-    columns ``order`` (one array parameter each), or ``None`` when a column is JSON (its
-    values go to the driver wrapped, one by one)."""
+    """PostgreSQL with psycopg 3: ``INSERT INTO table (...) SELECT * FROM unnest(array,
+    ...)`` for the columns ``order`` (one binary array parameter each), or ``None`` when a
+    column is JSON (its values go to the driver wrapped, one by one) or a float."""
+    if dialect.driver != "psycopg":
+        return None  # binary array parameters are psycopg 3's
     columns = [table.c[k] for k in order]
-    if any(column.type._type_affinity is JSON for column in columns):
+    if any(column.type._type_affinity in (JSON, Float) for column in columns):
+        # A float column may hold ints and floats, which one binary array cannot mix.
         return None
     quote = dialect.identifier_preparer.quote
-    casts = ", ".join(f"CAST(%b AS {column.type.compile(dialect=dialect)}[])"
-                      for column in columns)
+    # Text columns are cast to text[]: a cast to varchar(n)[] would cut a value that is too
+    # long, where the INSERT itself refuses it.
+    casts = ", ".join(
+        "CAST(%b AS {}[])".format("text" if column.type._type_affinity is String
+                                  else column.type.compile(dialect=dialect))
+        for column in columns)
     return (f"INSERT INTO {quote(table.name)} "
             f"({', '.join(quote(column.name) for column in columns)}) "
             f"SELECT * FROM unnest({casts})")
